@@ -29,6 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from toonjax.errors import DatasetError
+
 FORMAT_NAME = "toonjax-records"
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -36,8 +38,6 @@ LABELS_FILE = "labels.npy"
 DEFAULT_SHARD_SIZE = 2048
 
 
-class DatasetError(ValueError):
-    """A dataset cannot be read or written; the message names the file and the fix."""
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:

@@ -1,0 +1,174 @@
+"""The training loop shared by single-step GAN trainers (DCGAN): data, mesh, resume, log, save.
+
+Phases, in order: dataset -> mesh -> state (fresh or restored) -> loader (restored position)
+-> loop { step, log + NaN guard, sample grid, checkpoint }. Ctrl-C saves a checkpoint of the
+last completed step before exiting, so the same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from toonjax.data import loader as loader_lib
+from toonjax.data import records
+from toonjax.errors import ConfigError
+from toonjax.train import common
+
+
+def total_steps(config: ml_collections.ConfigDict, num_images: int) -> int:
+    if config.get("epochs", 0) > 0:
+        per_epoch = num_images * (2 if config.data.mirror else 1) // config.batch_size
+        return max(1, config.epochs * per_epoch)
+    return int(config.total_steps)
+
+
+def prepare_data(config: ml_collections.ConfigDict) -> records.Metadata:
+    """Builds the toy-face set if the config asks for it and checks the dataset fits the net."""
+    path = config.data.path
+    if config.data.get("toyfaces", False):
+        from toonjax.data import toyfaces
+
+        meta = toyfaces.ensure_toyfaces(
+            path, n=config.data.toyfaces_n, resolution=config.net.resolution, verbose=True
+        )
+    else:
+        meta = records.read_metadata(path)
+    if meta.resolution != config.net.resolution:
+        raise ConfigError(
+            f"{path} holds {meta.resolution}x{meta.resolution} images but config.net.resolution "
+            f"is {config.net.resolution}; re-pack at that resolution or set "
+            f"--config.net.resolution={meta.resolution}"
+        )
+    return meta
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    init_state: Callable[[], Any],
+    make_steps: Callable[[jax.sharding.Mesh], tuple[Callable, Callable]],
+    z_dim: int,
+    param_counts: dict[str, Callable[[Any], Any]],
+    num_devices: int | None = None,
+) -> Any:
+    workdir_path = Path(workdir).absolute()
+    workdir_path.mkdir(parents=True, exist_ok=True)
+
+    # ---- data
+    meta = prepare_data(config)
+    steps_total = total_steps(config, meta.count)
+
+    # ---- mesh
+    mesh = common.make_mesh(num_devices)
+    n_dev = mesh.devices.size
+    if config.batch_size % n_dev:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by the {n_dev} devices; "
+            f"use a multiple of {n_dev}"
+        )
+    repl = common.replicated(mesh)
+    block = common.needs_blocking(mesh)
+
+    # ---- state (fresh or restored) and loader position
+    state = jax.device_put(init_state(), repl)
+    counts = {k: common.count_params(f(state)) for k, f in param_counts.items()}
+    loader = loader_lib.Loader(
+        config.data.path,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        mirror=config.data.mirror,
+        workers=config.data.workers,
+        prefetch=config.data.prefetch,
+        sharding=common.batch_sharded(mesh),
+    )
+    ckpt = common.Checkpointer(workdir_path, keep=config.keep_checkpoints)
+    start = ckpt.latest_step()
+    if start is not None:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+        )
+        state, data_state, _ = ckpt.restore(start, abstract)
+        loader.set_state(data_state)
+        print(f"resumed from {ckpt.directory}/{start}")
+    start = start or 0
+
+    step_fn, sample_fn = make_steps(mesh)
+    fixed_z = jax.device_put(
+        jax.random.normal(jax.random.key(config.seed + 1), (config.num_samples, z_dim)), repl
+    )
+    print(
+        f"{config.model}: {meta.count} images {meta.resolution}x{meta.resolution} from "
+        f"{config.data.path}; {', '.join(f'{k} {v:,} params' for k, v in counts.items())}; "
+        f"{n_dev} {mesh.devices.flat[0].platform} device(s); batch {config.batch_size}; "
+        f"steps {start}->{steps_total}; workdir {workdir_path}"
+    )
+    if start == 0:
+        first = next(loader_lib.Loader(config.data.path, batch_size=config.batch_size,
+                                       seed=config.seed, mirror=config.data.mirror))
+        common.save_grid(workdir_path / "samples" / "reals.png", first["image"][: config.num_samples])
+
+    writer = common.MetricWriter(workdir_path, steps_total, start, unit="step")
+    last_saved = start
+    step = start
+
+    def save(step: int) -> None:
+        nonlocal last_saved
+        if step > last_saved:
+            ckpt.save(step, state, loader.get_state(), config.to_dict())
+            last_saved = step
+
+    try:
+        t_log, step_log = time.perf_counter(), step
+        t_start = t_log
+        while step < steps_total:
+            batch = next(loader)
+            state, metrics = step_fn(state, batch)
+            if block:
+                jax.block_until_ready(metrics)
+            step += 1
+            if step == start + 1:  # keep compilation out of the img/s figure
+                jax.block_until_ready(metrics)
+                t_log, step_log = time.perf_counter(), step
+            if step % config.log_every == 0 or step == steps_total:
+                scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                common.check_finite(step, scalars, workdir_path)
+                now = time.perf_counter()
+                if step > step_log:
+                    rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
+                    scalars["img_per_s"] = rate
+                    scalars["eta_s"] = (steps_total - step) * config.batch_size / rate
+                t_log, step_log = now, step
+                writer.write_scalars(step, scalars)
+            if step % config.sample_every == 0 or step == steps_total:
+                imgs = np.asarray(jax.device_get(sample_fn(state, fixed_z)))
+                grid = common.save_grid(workdir_path / "samples" / f"fakes{step:07d}.png", imgs)
+                common.save_png(workdir_path / "samples" / "latest.png", grid)
+                writer.write_image(step, "fakes", grid)
+            if step % config.checkpoint_every == 0 or step == steps_total:
+                save(step)
+    except KeyboardInterrupt:
+        try:  # the state of the last completed step is intact unless a step was mid-dispatch
+            jax.block_until_ready(state)
+            save(step)
+            print(f"\ninterrupted: saved step {step} in {ckpt.directory}; run the same command to resume")
+        except Exception:  # noqa: BLE001 -- a donated buffer: the previous checkpoint stands
+            print(f"\ninterrupted: kept checkpoint {last_saved} in {ckpt.directory}")
+        raise
+    finally:
+        writer.close()
+        loader.close()
+        ckpt.close()
+    elapsed = time.perf_counter() - t_start
+    print(
+        f"done: {steps_total} steps in {workdir_path} ({common.format_duration(elapsed)} this run); "
+        f"samples in {workdir_path / 'samples'}"
+    )
+    return state

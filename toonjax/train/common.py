@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from toonjax.errors import TrainingError
+from toonjax.errors import ConfigError, TrainingError
 
 # ---------------------------------------------------------------------------- mesh
 
@@ -38,6 +38,8 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
     """A 1-D mesh named `data` over the local devices (or the first `num_devices`)."""
     devices = jax.local_devices()
     n = num_devices or len(devices)
+    if n > len(devices):
+        raise ConfigError(f"num_devices={n} but only {len(devices)} local devices exist")
     # jax >= 0.9 defaults make_mesh to Explicit axes; the trainers rely on automatic sharding
     # propagation (params replicated, batch split), so ask for Auto explicitly.
     return jax.make_mesh(

@@ -57,7 +57,6 @@ def run(
     make_steps: Callable[[jax.sharding.Mesh], tuple[Callable, Callable]],
     z_dim: int,
     param_counts: dict[str, Callable[[Any], Any]],
-    num_devices: int | None = None,
 ) -> Any:
     workdir_path = Path(workdir).absolute()
     workdir_path.mkdir(parents=True, exist_ok=True)
@@ -67,7 +66,7 @@ def run(
     steps_total = total_steps(config, meta.count)
 
     # ---- mesh
-    mesh = common.make_mesh(num_devices)
+    mesh = common.make_mesh(config.get("num_devices", 0) or None)
     n_dev = mesh.devices.size
     if config.batch_size % n_dev:
         raise ConfigError(

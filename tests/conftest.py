@@ -1,0 +1,52 @@
+"""Test session setup: 8 fake CPU devices (for 1-vs-8 device checks) and shared fixtures.
+
+XLA_FLAGS must be set before jax is imported, so it is done here at collection time.
+Trainer tests pin `num_devices` where the device count matters.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+def make_indexed_dataset(path, n: int, size: int = 8, labels: bool = False):
+    """A packed dataset whose image i encodes i: left half = i, right half = 255 - i.
+
+    An x-flip swaps the halves, so both the index and the flip can be read back.
+    """
+    from toonjax.data import records
+
+    def items():
+        for i in range(n):
+            img = np.zeros((size, size, 3), np.uint8)
+            img[:, : size // 2] = i
+            img[:, size // 2 :] = 255 - i
+            lab = np.eye(4, dtype=np.float32)[i % 4] if labels else None
+            yield records.encode_png(img), lab
+
+    return records.write_records(path, items(), resolution=size, label_dim=4 if labels else 0,
+                                 shard_size=7)
+
+
+def decode_index(img: np.ndarray) -> tuple[int, bool]:
+    """(image index, flipped?) of an image from make_indexed_dataset (n < 128)."""
+    left, right = int(img[0, 0, 0]), int(img[0, -1, 0])
+    assert left + right == 255, "not an image of make_indexed_dataset"
+    return (right, True) if left >= 128 else (left, False)

@@ -136,3 +136,19 @@ def test_stopped_and_resumed_equals_uninterrupted(repo_root, tmp_path):
         return next(ld)["image"]
 
     np.testing.assert_array_equal(next_batch("a"), next_batch("b"))
+
+
+def test_phase_conv_transpose_matches_the_dilated_definition():
+    from toonjax.nets.dcgan import conv_transpose_2x
+
+    x = jax.random.normal(jax.random.key(0), (2, 5, 7, 3))
+    w = jax.random.normal(jax.random.key(1), (4, 4, 3, 6))
+    # PyTorch ConvTranspose2d(k=4, s=2, p=1): correlate the 2x-dilated input, padded by
+    # k-1-p = 2, with the spatially flipped kernel.
+    ref = jax.lax.conv_general_dilated(
+        x, w[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    out = conv_transpose_2x(x, w)
+    assert out.shape == (2, 10, 14, 6)
+    np.testing.assert_allclose(out, ref, atol=1e-5)

@@ -36,6 +36,48 @@ def _channels(resolution: int, base: int, max_channels: int) -> list[int]:
     return [min(base * 2 ** (n - 1 - i), max_channels) for i in range(n)]
 
 
+def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """PyTorch's `ConvTranspose2d(k=4, stride=2, padding=1)`, NHWC, as four 2x2 phase convs.
+
+    `kernel[ky, kx, cin, cout]` is PyTorch's `weight[cin, cout, ky, kx]`. Output pixel 2m+a
+    (per axis) only sees input m-1, m (a=0: taps 3, 1) or m, m+1 (a=1: taps 2, 0), so each
+    of the four output phases is a dense 2x2 convolution; interleaving them gives the result.
+    Why not `lax.conv_transpose`: XLA:CPU computes its gradient ~15x slower than this form
+    (measured: 2.0 s vs 0.12 s for a 32x16x16x128 -> 64 layer on 2 cores).
+    """
+    taps = {0: (3, 1), 1: (2, 0)}
+    pads = {0: (1, 0), 1: (0, 1)}
+    phases = []
+    for a in (0, 1):
+        row = []
+        for b in (0, 1):
+            k = kernel[jnp.array(taps[a])][:, jnp.array(taps[b])]
+            row.append(
+                jax.lax.conv_general_dilated(
+                    x, k, (1, 1), (pads[a], pads[b]), dimension_numbers=("NHWC", "HWIO", "NHWC")
+                )
+            )
+        phases.append(jnp.stack(row, axis=3))  # [B, H, W, b, C]
+    y = jnp.stack(phases, axis=2)  # [B, H, a, W, b, C]
+    n, h, _, w, _, c = y.shape
+    return y.reshape(n, 2 * h, 2 * w, c)
+
+
+class ConvTranspose2x(nn.Module):
+    """A stride-2, 4x4 transposed convolution doubling the resolution (see conv_transpose_2x)."""
+
+    features: int
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", _conv_init, (4, 4, x.shape[-1], self.features))
+        y = conv_transpose_2x(x, kernel)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
+
+
 def _batch_norm(train: bool) -> nn.BatchNorm:
     # momentum 0.9 == PyTorch's BatchNorm momentum 0.1; eps as in PyTorch.
     return nn.BatchNorm(
@@ -61,16 +103,7 @@ class Generator(nn.Module):
             x = nn.relu(x)
             if self.dropout > 0 and i < 2:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
-            # Stride-2 4x4 transposed conv doubling the resolution (PyTorch padding=1).
-            x = nn.ConvTranspose(
-                c,
-                (4, 4),
-                strides=(2, 2),
-                padding=((2, 2), (2, 2)),
-                transpose_kernel=True,
-                use_bias=c == 3,
-                kernel_init=_conv_init,
-            )(x)
+            x = ConvTranspose2x(c, use_bias=c == 3)(x)
         return jnp.tanh(x)
 
 

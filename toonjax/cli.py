@@ -37,6 +37,7 @@ def _cmd_dataset_pack(args: argparse.Namespace) -> None:
         resize_filter=args.resize_filter,
         overwrite=args.overwrite,
         verbose=True,
+        keep_list=args.keep_list,
     )
 
 
@@ -79,6 +80,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="auto (use SRC/dataset.json when present), none, dataset.json, or folders",
     )
     p.add_argument("--resize-filter", choices=["lanczos", "box", "area"], default="lanczos")
+    p.add_argument(
+        "--keep-list",
+        default=None,
+        help="text file of relative paths to pack (default: SRC/keep.txt when present)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     p.set_defaults(func=_cmd_dataset_pack)
     return parser

@@ -154,6 +154,7 @@ def write_records(
     source_hash: str = "",
     shard_size: int = DEFAULT_SHARD_SIZE,
     overwrite: bool = False,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Metadata:
     """Writes a packed dataset atomically.
 
@@ -168,6 +169,9 @@ def write_records(
       shard_size: records per ArrayRecord file.
       overwrite: replace an existing `dest` (the old one is removed only after the new one is
         complete).
+      extra_files: {file name: contents} to write into `dest` with the dataset (e.g. a report).
+        They are written after `images` is exhausted, so a generator passed as `images` may
+        still fill this dict (`toonjax.data.pack` adds its report that way).
 
     Returns:
       The metadata written.
@@ -226,6 +230,11 @@ def write_records(
             source_hash=source_hash,
             label_names=tuple(label_names),
         )
+        for fname, data in (extra_files or {}).items():
+            reserved = {METADATA_FILE, LABELS_FILE, *(f for f, _ in final_shards)}
+            if Path(fname).name != fname or fname in reserved or fname.startswith("."):
+                raise DatasetError(f"extra file name {fname!r} is not a plain, unreserved name")
+            (tmp / fname).write_bytes(data)
         (tmp / METADATA_FILE).write_text(json.dumps(meta.to_json(), indent=2) + "\n")
         if dest.exists():
             old = dest.with_name(f"{dest.name}.old-{os.getpid()}")

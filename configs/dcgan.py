@@ -67,7 +67,7 @@ def get_config(arg: str = "toyfaces") -> ml_collections.ConfigDict:
 
     c.batch_size = 32  # global, over all devices
     c.num_devices = 0  # data-parallel devices; 0: every local device
-    c.total_steps = 1500
+    c.total_steps = 1600
     c.epochs = 0  # > 0 overrides total_steps with epochs * images / batch_size
 
     c.log_every = 10

@@ -41,8 +41,9 @@ def make_indexed_dataset(path, n: int, size: int = 8, labels: bool = False):
             lab = np.eye(4, dtype=np.float32)[i % 4] if labels else None
             yield records.encode_png(img), lab
 
-    return records.write_records(path, items(), resolution=size, label_dim=4 if labels else 0,
-                                 shard_size=7)
+    return records.write_records(
+        path, items(), resolution=size, label_dim=4 if labels else 0, shard_size=7
+    )
 
 
 def decode_index(img: np.ndarray) -> tuple[int, bool]:

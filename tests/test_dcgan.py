@@ -77,8 +77,17 @@ def test_one_step_smoke_of_every_variant(repo_root, tmp_path, variant, over):
 
 
 def test_d_loss_decreases_on_toy_faces(repo_root, tmp_path):
-    c = _small(repo_root, tmp_path, num_devices=1, total_steps=40, log_every=1,
-               sample_every=1000, checkpoint_every=1000, batch_size=16, **{"data.toyfaces_n": 256})
+    c = _small(
+        repo_root,
+        tmp_path,
+        num_devices=1,
+        total_steps=40,
+        log_every=1,
+        sample_every=1000,
+        checkpoint_every=1000,
+        batch_size=16,
+        **{"data.toyfaces_n": 256},
+    )
     train_and_evaluate(c, str(tmp_path / "run"))
     import json
 
@@ -110,8 +119,10 @@ def test_one_and_eight_devices_give_the_same_step(repo_root, tmp_path):
     one, eight = run(1), run(8)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
-    assert not np.allclose(one.g_params["ConvTranspose_0"]["kernel"],
-                           dcgan.init_state(c, G, D, g_tx, d_tx).g_params["ConvTranspose_0"]["kernel"])
+    assert not np.allclose(
+        one.g_params["ConvTranspose_0"]["kernel"],
+        dcgan.init_state(c, G, D, g_tx, d_tx).g_params["ConvTranspose_0"]["kernel"],
+    )
 
 
 def test_stopped_and_resumed_equals_uninterrupted(repo_root, tmp_path):
@@ -119,9 +130,13 @@ def test_stopped_and_resumed_equals_uninterrupted(repo_root, tmp_path):
     from toonjax.train import common as cm
 
     base = dict(num_devices=1, checkpoint_every=100, sample_every=100)
-    full = train_and_evaluate(_small(repo_root, tmp_path, total_steps=6, **base), str(tmp_path / "a"))
+    full = train_and_evaluate(
+        _small(repo_root, tmp_path, total_steps=6, **base), str(tmp_path / "a")
+    )
     train_and_evaluate(_small(repo_root, tmp_path, total_steps=3, **base), str(tmp_path / "b"))
-    resumed = train_and_evaluate(_small(repo_root, tmp_path, total_steps=6, **base), str(tmp_path / "b"))
+    resumed = train_and_evaluate(
+        _small(repo_root, tmp_path, total_steps=6, **base), str(tmp_path / "b")
+    )
     assert int(resumed.step) == 6
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -129,8 +144,12 @@ def test_stopped_and_resumed_equals_uninterrupted(repo_root, tmp_path):
     # The next batch each run would see is the same too.
     def next_batch(run):
         with cm.Checkpointer(tmp_path / run) as ck:
-            _, data_state, _ = ck.restore(6, jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), full))
+            _, data_state, _ = ck.restore(
+                6,
+                jax.tree.map(
+                    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), full
+                ),
+            )
         ld = loader_lib.Loader(tmp_path / "toy", batch_size=8, seed=0)
         ld.set_state(data_state)
         return next(ld)["image"]
@@ -146,7 +165,11 @@ def test_phase_conv_transpose_matches_the_dilated_definition():
     # PyTorch ConvTranspose2d(k=4, s=2, p=1): correlate the 2x-dilated input, padded by
     # k-1-p = 2, with the spatially flipped kernel.
     ref = jax.lax.conv_general_dilated(
-        x, w[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
+        x,
+        w[::-1, ::-1],
+        (1, 1),
+        ((2, 2), (2, 2)),
+        lhs_dilation=(2, 2),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
     out = conv_transpose_2x(x, w)

@@ -38,15 +38,11 @@ LABELS_FILE = "labels.npy"
 DEFAULT_SHARD_SIZE = 2048
 
 
-
-
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
     """PNG-encodes an HxWx3 uint8 RGB image (level 1: fast, still lossless)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise DatasetError(f"encode_png needs HxWx3 uint8 RGB, got {image.dtype} {image.shape}")
-    ok, buf = cv2.imencode(
-        ".png", image[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, compress_level]
-    )
+    ok, buf = cv2.imencode(".png", image[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
     if not ok:
         raise DatasetError("PNG encoding failed")
     return buf.tobytes()
@@ -100,7 +96,9 @@ def read_metadata(path: str | os.PathLike) -> Metadata:
     except json.JSONDecodeError as e:
         raise DatasetError(f"{meta_file}: invalid JSON ({e}); re-pack the dataset") from e
     if raw.get("format") != FORMAT_NAME:
-        raise DatasetError(f"{meta_file}: format is {raw.get('format')!r}, expected {FORMAT_NAME!r}")
+        raise DatasetError(
+            f"{meta_file}: format is {raw.get('format')!r}, expected {FORMAT_NAME!r}"
+        )
     if raw.get("version", 0) > FORMAT_VERSION:
         raise DatasetError(
             f"{meta_file}: format version {raw['version']} is newer than this toonjax "
@@ -201,7 +199,9 @@ def write_records(
             if label_dim:
                 label = np.asarray(label, np.float32).reshape(-1)
                 if label.shape != (label_dim,):
-                    raise DatasetError(f"image {count - 1}: label shape {label.shape} != ({label_dim},)")
+                    raise DatasetError(
+                        f"image {count - 1}: label shape {label.shape} != ({label_dim},)"
+                    )
                 labels.append(label)
             if in_shard == shard_size:
                 writer.close()

@@ -97,7 +97,9 @@ class Generator(nn.Module):
         chans = _channels(self.resolution, self.base_channels, self.max_channels)
         x = z.reshape(z.shape[0], 1, 1, self.z_dim)
         # 1x1 -> 4x4: a transposed conv with VALID padding (== PyTorch ConvTranspose2d(k4, s1, p0)).
-        x = nn.ConvTranspose(chans[0], (4, 4), padding="VALID", use_bias=False, kernel_init=_conv_init)(x)
+        x = nn.ConvTranspose(
+            chans[0], (4, 4), padding="VALID", use_bias=False, kernel_init=_conv_init
+        )(x)
         for i, c in enumerate(chans[1:] + [3]):
             x = _batch_norm(train)(x)
             x = nn.relu(x)

@@ -15,5 +15,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
     name = config.get("model")
     if name not in TRAINERS:
-        raise ConfigError(f"config.model={name!r} is not a known trainer; choose from {sorted(TRAINERS)}")
+        raise ConfigError(
+            f"config.model={name!r} is not a known trainer; choose from {sorted(TRAINERS)}"
+        )
     return importlib.import_module(TRAINERS[name]).train(config, workdir)

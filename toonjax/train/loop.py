@@ -110,9 +110,17 @@ def run(
         f"steps {start}->{steps_total}; workdir {workdir_path}"
     )
     if start == 0:
-        first = next(loader_lib.Loader(config.data.path, batch_size=config.batch_size,
-                                       seed=config.seed, mirror=config.data.mirror))
-        common.save_grid(workdir_path / "samples" / "reals.png", first["image"][: config.num_samples])
+        first = next(
+            loader_lib.Loader(
+                config.data.path,
+                batch_size=config.batch_size,
+                seed=config.seed,
+                mirror=config.data.mirror,
+            )
+        )
+        common.save_grid(
+            workdir_path / "samples" / "reals.png", first["image"][: config.num_samples]
+        )
 
     writer = common.MetricWriter(workdir_path, steps_total, start, unit="step")
     last_saved = start
@@ -157,7 +165,9 @@ def run(
         try:  # the state of the last completed step is intact unless a step was mid-dispatch
             jax.block_until_ready(state)
             save(step)
-            print(f"\ninterrupted: saved step {step} in {ckpt.directory}; run the same command to resume")
+            print(
+                f"\ninterrupted: saved step {step} in {ckpt.directory}; run the same command to resume"
+            )
         except Exception:  # noqa: BLE001 -- a donated buffer: the previous checkpoint stands
             print(f"\ninterrupted: kept checkpoint {last_saved} in {ckpt.directory}")
         raise

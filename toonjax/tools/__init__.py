@@ -1,0 +1,1 @@
+"""Command-line tools that are not training: benchmarks (more arrive with later issues)."""

@@ -14,6 +14,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WHAT = flags.DEFINE_enum("what", "train_step", ["train_step", "loader"], "What to time.")
 _STEPS = flags.DEFINE_integer("steps", None, "Timed steps (default: 10 train steps, 200 batches).")
+_REFERENCE = flags.DEFINE_enum(
+    "reference", None, ["torch"], "Also time the PyTorch reference step in this run (DCGAN)."
+)
 
 
 def main(argv):
@@ -23,6 +26,15 @@ def main(argv):
     else:
         r = benchmark.bench_loader(_CONFIG.value, steps=_STEPS.value or 200)
     print(r.line())
+    if _REFERENCE.value == "torch" and _WHAT.value == "train_step":
+        import bench_dcgan_torch  # launch/, beside this file
+
+        ref = bench_dcgan_torch.bench(_CONFIG.value, steps=_STEPS.value or 10)
+        print(
+            f"reference (PyTorch {ref['torch']}, {ref['threads']} threads): "
+            f"{ref['img_per_s']:.1f} img/s (median {ref['step_ms']:.1f} ms per batch); "
+            f"toonjax / reference = {r.img_per_s / ref['img_per_s']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 
 import cv2
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
@@ -181,8 +182,19 @@ def check_finite(step: int, scalars: dict[str, float], workdir: str | os.PathLik
         names = ", ".join(f"{k}={v}" for k, v in bad.items())
         raise TrainingError(
             f"non-finite values at step {step} ({names}); training stopped. The latest good "
-            f"checkpoint in {workdir}/checkpoints is kept: lower the learning rates or the batch "
-            "size's effect (e.g. --config.optim.g_lr) and run the same command to resume"
+            f"checkpoint in {workdir}/checkpoints is kept: lower the learning rates "
+            "(e.g. --config.optim.g_lr) and run the same command to resume"
+        )
+
+
+def check_finite_state(step: int, state: Any, workdir: str | os.PathLike) -> None:
+    """Raises if any floating-point array of `state` holds NaN/inf (checked before each save)."""
+    leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    if not bool(jax.device_get(jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves])))):
+        raise TrainingError(
+            f"the train state became non-finite by step {step}; training stopped without saving "
+            f"it. The latest good checkpoint in {workdir}/checkpoints is kept: lower the learning "
+            "rates and run the same command to resume"
         )
 
 

@@ -89,24 +89,28 @@ def train_step(
     z = jax.random.normal(kz, (real.shape[0], G.z_dim))
 
     def generate(g_params):
-        return G.apply(
+        fake, upd = G.apply(
             {"params": g_params, "batch_stats": state.g_stats},
             z,
             train=True,
             rngs={"dropout": kdrop},
             mutable=["batch_stats"],
         )
+        return fake, upd
+
+    # G runs forward once; its VJP is kept for the G update (as PyTorch reuses `fake`).
+    fake, g_vjp, g_upd = jax.vjp(generate, state.g_params, has_aux=True)
+    g_stats = g_upd["batch_stats"]
 
     # ---- D: real and fake in separate passes (separate BatchNorm statistics, as in the paper).
-    fake, _ = generate(state.g_params)
-    fake = jax.lax.stop_gradient(fake)
-
     def d_loss_fn(d_params):
         logit_real, upd = D.apply(
             {"params": d_params, "batch_stats": state.d_stats}, real, mutable=["batch_stats"]
         )
         logit_fake, upd = D.apply(
-            {"params": d_params, "batch_stats": upd["batch_stats"]}, fake, mutable=["batch_stats"]
+            {"params": d_params, "batch_stats": upd["batch_stats"]},
+            jax.lax.stop_gradient(fake),
+            mutable=["batch_stats"],
         )
         loss = _bce(logit_real, real_label) + _bce(logit_fake, 0.0)
         return loss, (upd["batch_stats"], logit_real, logit_fake)
@@ -117,16 +121,16 @@ def train_step(
     d_updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 
-    # ---- G: non-saturating loss through the updated D (D's statistics from this pass are
-    # not kept: D is always run in training mode).
-    def g_loss_fn(g_params):
-        fake, g_upd = generate(g_params)
+    # ---- G: non-saturating loss through the updated D, back through the kept VJP (D's
+    # statistics from this pass are not kept: D always runs in training mode).
+    def g_loss_fn(fake):
         logits, _ = D.apply(
             {"params": d_params, "batch_stats": d_stats}, fake, mutable=["batch_stats"]
         )
-        return jax.nn.softplus(-logits).mean(), g_upd["batch_stats"]
+        return jax.nn.softplus(-logits).mean()
 
-    (g_loss, g_stats), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+    g_loss, d_fake_grad = jax.value_and_grad(g_loss_fn)(fake)
+    (g_grads,) = g_vjp(d_fake_grad)
     g_updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 

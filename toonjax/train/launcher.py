@@ -11,6 +11,16 @@ from ml_collections import config_flags
 
 from toonjax.errors import ConfigError
 
+USAGE = """usage: toonjax train --config FILE[:VARIANT] --workdir DIR [--config.FIELD=VALUE ...]
+
+Trains (or resumes) the GAN a config describes; checkpoints, sample grids and metrics go to DIR.
+
+  --config     an ml-collections config file and variant, e.g. configs/dcgan.py:toyfaces
+               (variants and what to expect are in the config file's docstring)
+  --workdir    the run directory; running the same command again resumes from its checkpoints
+  --config.X   override any config field, e.g. --config.batch_size=64 --config.optim.g_lr=1e-4
+"""
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/dcgan.py:toyfaces", lock_config=True
 )
@@ -21,16 +31,40 @@ def run(argv: list[str]) -> None:
     """Parses `argv` (argv[0] is the program name) and trains."""
     from toonjax.train import train_and_evaluate
 
+    if any(a in ("-h", "--help", "-help") for a in argv[1:]):
+        print(USAGE)
+        return
     try:
         flags.FLAGS.unparse_flags()
         flags.FLAGS(argv)
-    except flags.Error as e:
-        raise ConfigError(str(e).splitlines()[0]) from e
-    except Exception as e:  # a config file that fails to load (missing file, bad variant, ...)
-        msg = str(e).strip().splitlines()
-        raise ConfigError(f"{msg[-1] if msg else type(e).__name__}") from e
-    if _CONFIG.value is None:
+        config = _CONFIG.value  # config_flags loads lazily: surface load errors here
+        if config is not None:
+            config.get("model")
+    except (KeyError, AttributeError) as e:  # --config.FIELD=... naming no field
+        field = str(e).strip("\"'")
+        bad = [a.split("=")[0] for a in argv if a.startswith("--config.") and field in a]
+        raise ConfigError(
+            f"{bad[0] if bad else field}: the config has no field {field!r}; "
+            "the config file lists its fields"
+        ) from e
+    except Exception as e:  # flag syntax, a missing config file, a config that raises, ...
+        raise ConfigError(_one_line(e)) from e
+    if config is None:
         raise ConfigError("--config is required, e.g. --config configs/dcgan.py:toyfaces")
     if not _WORKDIR.value:
         raise ConfigError("--workdir is required, e.g. --workdir runs/dcgan")
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train_and_evaluate(config, _WORKDIR.value)
+
+
+def _one_line(e: Exception) -> str:
+    """The informative line of a config-loading error (config_flags wraps them in tracebacks)."""
+    text = str(e)
+    if "No such file or directory" in text:
+        path = text.split("No such file or directory:")[-1].strip().strip("'\"")
+        return f"{path}: no such config file (give a path like configs/dcgan.py:toyfaces)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    for prefix in ("ValueError: ", "KeyError: ", "TypeError: ", "OSError: ", "IOError: "):
+        if last.startswith(prefix):
+            last = last[len(prefix) :]
+    return last

@@ -129,6 +129,8 @@ def run(
     def save(step: int) -> None:
         nonlocal last_saved
         if step > last_saved:
+            # Never let a diverged state replace the last good checkpoint.
+            common.check_finite_state(step, state, workdir_path)
             ckpt.save(step, state, loader.get_state(), config.to_dict())
             last_saved = step
 

@@ -15,3 +15,7 @@ class ConfigError(ToonjaxError, ValueError):
 
 class TrainingError(ToonjaxError, RuntimeError):
     """Training cannot go on (non-finite loss, incompatible checkpoint, ...)."""
+
+
+class ConvertError(ToonjaxError, ValueError):
+    """A foreign checkpoint cannot be read or converted (or was refused as unsafe)."""

@@ -63,6 +63,7 @@ def _small(repo_root, tmp_path, variant="runlocal", **over):
     [
         ("runlocal", {}),
         ("toyfaces", {"data.toyfaces_n": 64, "total_steps": 1}),
+        ("toyfaces,res64", {"data.toyfaces_n": 64, "total_steps": 1}),
         ("lucky", {"data.toyfaces_n": 256, "epochs": 0, "total_steps": 1}),
         ("lucky,runlocal", {}),
     ],

@@ -29,8 +29,8 @@ def test_readme_first_command_shortened(repo_root, tmp_path, monkeypatch, capsys
         ]
     )
     assert rc == 0, capsys.readouterr().err
-    meta = records.read_metadata(tmp_path / "data" / "toyfaces-64")  # built because missing
-    assert (meta.count, meta.resolution) == (5000, 64)
+    meta = records.read_metadata(tmp_path / "data" / "toyfaces-32")  # built because missing
+    assert (meta.count, meta.resolution) == (5000, 32)
     run = tmp_path / "runs" / "dcgan"
     assert (run / "samples" / "latest.png").is_file()
     assert (run / "checkpoints" / "2").is_dir()

@@ -3,6 +3,7 @@
     toonjax train --config configs/dcgan.py:toyfaces --workdir runs/dcgan [--config.x=v]
     toonjax dataset toyfaces DEST [--n 5000] [--resolution 64] [--seed 0]
     toonjax dataset pack SRC DEST --resolution 256 [--transform center-crop] [--labels folders]
+    toonjax faces extract SRC OUT --detector yolo:FILE.onnx|cascade:FILE.xml [--conf 0.7] ...
 
 Errors a user can fix (`toonjax.errors.ToonjaxError`) are printed as one line and exit 2.
 """
@@ -39,6 +40,77 @@ def _cmd_dataset_pack(args: argparse.Namespace) -> None:
         verbose=True,
         keep_list=args.keep_list,
     )
+
+
+def _cmd_faces_extract(args: argparse.Namespace) -> None:
+    from toonjax.faces import extract
+
+    classes = None
+    if args.classes:
+        try:
+            classes = [int(c) for c in args.classes.replace(",", " ").split()]
+        except ValueError as e:
+            raise extract.DatasetError(
+                f"--classes {args.classes!r}: give class ids like 0,2"
+            ) from e
+    opts = extract.Options(
+        detector=args.detector,
+        conf=args.conf,
+        nms=args.nms,
+        classes=classes,
+        yolo_layout=args.yolo_layout,
+        imgsz=args.imgsz,
+        min_neighbors=args.min_neighbors,
+        margin=args.margin,
+        size=args.size,
+        min_face=args.min_face,
+        border=args.border,
+        panels="none" if args.no_panels else args.panels,
+        min_panel=args.min_panel,
+        gutter_tol=args.gutter_tol,
+        blur_threshold=args.blur_threshold,
+        hash=args.hash,
+        dedup_threshold=args.dedup_threshold,
+    )
+    extract.extract(args.src, args.out, opts)
+
+
+def _add_faces_parser(sub) -> None:
+    faces = sub.add_parser("faces", help="extract face crops from comic pages").add_subparsers(
+        dest="faces_command", required=True
+    )
+    p = faces.add_parser(
+        "extract",
+        help="panels -> face detection -> square crops, filters, review sheets, keep.txt",
+    )
+    p.add_argument("src", help="folder or zip of page images (tall webtoon strips welcome)")
+    p.add_argument("out", help="output folder (re-run to resume); pack it with `dataset pack`")
+    p.add_argument("--detector", required=True, help="cascade:FILE.xml or yolo:FILE.onnx")
+    p.add_argument("--conf", type=float, default=0.7, help="YOLO score threshold (obj x cls)")
+    p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--classes", default=None, help="YOLO class ids to keep, e.g. 0,2")
+    p.add_argument("--yolo-layout", choices=["auto", "v5", "v8"], default="auto")
+    p.add_argument("--imgsz", type=int, default=None, help="YOLO input side (default: model)")
+    p.add_argument("--min-neighbors", type=int, default=5, help="cascade minNeighbors")
+    p.add_argument("--margin", type=float, default=0.25, help="box growth per side (x max side)")
+    p.add_argument("--size", type=int, default=256, help="output crop side")
+    p.add_argument("--min-face", type=int, default=48, help="drop crops smaller than this (px)")
+    p.add_argument(
+        "--border",
+        choices=["replicate", "reflect", "constant", "clip"],
+        default="replicate",
+        help="crops leaving the page: pad (replicate|reflect|constant) or clip",
+    )
+    p.add_argument("--panels", choices=["auto", "rows", "contours", "none"], default="auto")
+    p.add_argument("--no-panels", action="store_true", help="detect on whole pages")
+    p.add_argument("--min-panel", type=int, default=64, help="drop smaller panels (px)")
+    p.add_argument("--gutter-tol", type=int, default=8, help="max neighbour diff in a gutter row")
+    p.add_argument("--blur-threshold", type=float, default=50.0, help="min Laplacian variance")
+    p.add_argument("--hash", choices=["phash", "dhash"], default="phash")
+    p.add_argument(
+        "--dedup-threshold", type=int, default=8, help="max Hamming distance (-1: exact only)"
+    )
+    p.set_defaults(func=_cmd_faces_extract)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -87,6 +159,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     p.set_defaults(func=_cmd_dataset_pack)
+    _add_faces_parser(sub)
     return parser
 
 

@@ -21,10 +21,26 @@ Trains (or resumes) the GAN a config describes; checkpoints, sample grids and me
   --config.X   override any config field, e.g. --config.batch_size=64 --config.optim.g_lr=1e-4
 """
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file and variant, e.g. configs/dcgan.py:toyfaces", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, samples, metrics.")
+
+def _parse(argv: list[str]):
+    """Parses argv on a fresh FlagValues (so repeated in-process runs do not clash)."""
+    fv = flags.FlagValues()
+    config = config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Config file and variant, e.g. configs/dcgan.py:toyfaces",
+        flag_values=fv,
+        lock_config=True,
+        sys_argv=argv,  # config_flags looks here for `--config.x=v` overrides
+    )
+    workdir = flags.DEFINE_string(
+        "workdir", None, "Run directory: checkpoints, samples, metrics.", flag_values=fv
+    )
+    fv(argv)
+    value = config.value  # config_flags loads lazily: surface load errors here
+    if value is not None:
+        value.get("model")
+    return value, workdir.value
 
 
 def run(argv: list[str]) -> None:
@@ -34,12 +50,9 @@ def run(argv: list[str]) -> None:
     if any(a in ("-h", "--help", "-help") for a in argv[1:]):
         print(USAGE)
         return
+    argv = _join_config_value(argv)
     try:
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(argv)
-        config = _CONFIG.value  # config_flags loads lazily: surface load errors here
-        if config is not None:
-            config.get("model")
+        config, workdir = _parse(argv)
     except (KeyError, AttributeError) as e:  # --config.FIELD=... naming no field
         field = str(e).strip("\"'")
         bad = [a.split("=")[0] for a in argv if a.startswith("--config.") and field in a]
@@ -51,9 +64,9 @@ def run(argv: list[str]) -> None:
         raise ConfigError(_one_line(e)) from e
     if config is None:
         raise ConfigError("--config is required, e.g. --config configs/dcgan.py:toyfaces")
-    if not _WORKDIR.value:
+    if not workdir:
         raise ConfigError("--workdir is required, e.g. --workdir runs/dcgan")
-    train_and_evaluate(config, _WORKDIR.value)
+    train_and_evaluate(config, workdir)
 
 
 def _one_line(e: Exception) -> str:
@@ -68,3 +81,17 @@ def _one_line(e: Exception) -> str:
         if last.startswith(prefix):
             last = last[len(prefix) :]
     return last
+
+
+def _join_config_value(argv: list[str]) -> list[str]:
+    """`--config FILE` -> `--config=FILE`: config_flags only honours `--config.x=v` overrides
+    when the config flag is given in the `=` form."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("--config", "-config") and i + 1 < len(argv):
+            out.append(f"--config={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out

@@ -1,0 +1,446 @@
+"""StyleGAN2 building blocks as plain JAX functions, NHWC activations, NVlabs weight layouts.
+
+The semantics follow NVlabs/stylegan2-ada-pytorch (`torch_utils/ops`): `upfirdn2d` (upsample by
+zero insertion, pad/crop, FIR filter, downsample), `bias_act`, `conv2d_resample` (a convolution
+combined with FIR up/down-sampling) and `modulated_conv2d` (StyleGAN2 weight (de)modulation).
+They are written for XLA, not transcribed:
+
+* FIR filters are compile-time constants (numpy), applied separably as sums of shifted
+  (and, when downsampling, strided) slices: no depthwise convolutions, cheap gradients.
+* Zero insertion is `lax.pad` with interior padding, never an lhs-dilated convolution, because
+  XLA:CPU differentiates those about 15x slower (see `toonjax.nets.dcgan.conv_transpose_2x`).
+* An up-sampling convolution is one ordinary convolution producing all `up*up` output phases
+  (its kernel is the weight composed with the FIR filter, split into polyphase components),
+  followed by a depth-to-space reshape.
+
+Images and feature maps are `[N, H, W, C]`; convolution weights are `[out, in, kh, kw]` (OIHW).
+`padding` is `int`, `[x, y]` or `[x_before, x_after, y_before, y_after]`, as in the reference.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+_DN = ("NHWC", "OIHW", "NHWC")
+
+# name -> (function(x, alpha), default alpha, default gain); the NVlabs activation table subset.
+ACTIVATIONS = {
+    "linear": (lambda x, a: x, 0.0, 1.0),
+    "relu": (lambda x, a: jax.nn.relu(x), 0.0, float(np.sqrt(2))),
+    "lrelu": (lambda x, a: jnp.where(x >= 0, x, x * a), 0.2, float(np.sqrt(2))),
+    "tanh": (lambda x, a: jnp.tanh(x), 0.0, 1.0),
+    "sigmoid": (lambda x, a: jax.nn.sigmoid(x), 0.0, 1.0),
+}
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, int):
+        return v, v
+    vx, vy = v
+    return int(vx), int(vy)
+
+
+def _parse_padding(padding) -> tuple[int, int, int, int]:
+    """-> (x_before, x_after, y_before, y_after), the reference's order."""
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    padding = [int(p) for p in padding]
+    if len(padding) == 2:
+        px, py = padding
+        return px, px, py, py
+    px0, px1, py0, py1 = padding
+    return px0, px1, py0, py1
+
+
+def setup_filter(f=(1, 3, 3, 1), normalize: bool = True, flip_filter: bool = False, gain=1):
+    """The 2D FIR filter NVlabs `setup_filter` builds (outer product of a 1D filter, sum 1).
+
+    Returned as float32 numpy (a constant); it equals the `resample_filter` buffers of a
+    NVlabs pickle. Accepts a 1D (separable) or 2D filter.
+    """
+    f = np.asarray(1 if f is None else f, dtype=np.float32)
+    if f.ndim == 0:
+        f = f[np.newaxis]
+    if f.ndim == 1:
+        f = np.outer(f, f)
+    if normalize:
+        f = f / f.sum()
+    if flip_filter:
+        f = f[::-1, ::-1]
+    return (f * np.float32(gain)).astype(np.float32)
+
+
+def _filter_taps(f, gain, flip_filter):
+    """Correlation taps of filter `f` scaled by `gain`: (taps_y, taps_x) or (None, 2D kernel).
+
+    upfirdn2d *convolves* with f unless flip_filter, i.e. it correlates with the flipped f.
+    A rank-1 2D filter is split into two 1D filters (exactly, for the usual [1,3,3,1] filter).
+    """
+    if f is None:
+        f = np.ones([1, 1], np.float64)
+    f = np.asarray(f, np.float64)  # a traced filter fails here: filters must be constants
+    if not flip_filter:
+        f = f[::-1] if f.ndim == 1 else f[::-1, ::-1]
+    if f.ndim == 1:  # separable, applied along both axes, gain split between them
+        t = f * np.sqrt(gain)
+        return t, t
+    i, j = np.unravel_index(np.argmax(np.abs(f)), f.shape)
+    col, row = f[:, j], f[i, :] / f[i, j]
+    if np.allclose(np.outer(col, row), f, rtol=1e-6, atol=0):
+        # Split as sqrt-balanced 1D taps when symmetric (exact for [1,3,3,1]-type filters).
+        if np.all(np.diag(f) >= 0):
+            t = np.sqrt(np.diag(f))
+            if np.allclose(np.outer(t, t), f, rtol=1e-6, atol=0):
+                return t * np.sqrt(gain), t * np.sqrt(gain)
+        return col * gain, row
+    return None, f * gain
+
+
+def _fir1d(x: jax.Array, taps: np.ndarray, axis: int, stride: int = 1) -> jax.Array:
+    """Valid correlation of `x` along `axis` with constant `taps`, keeping every `stride`-th."""
+    n = x.shape[axis]
+    t = len(taps)
+    n_out = (n - t) // stride + 1
+    if n_out <= 0:
+        raise ValueError(f"upfirdn2d: filter of {t} taps longer than padded input ({n})")
+    y = None
+    for k, tap in enumerate(taps):
+        if tap == 0:
+            continue
+        s = lax.slice_in_dim(x, k, k + stride * (n_out - 1) + 1, stride, axis)
+        term = s * jnp.asarray(tap, x.dtype) if tap != 1 else s
+        y = term if y is None else y + term
+    if y is None:
+        shape = list(x.shape)
+        shape[axis] = n_out
+        y = jnp.zeros(shape, x.dtype)
+    return y
+
+
+def upfirdn2d(
+    x: jax.Array, f=None, up=1, down=1, padding=0, flip_filter: bool = False, gain=1
+) -> jax.Array:
+    """Upsample (zero insertion), pad/crop, FIR filter, downsample; NHWC, per channel.
+
+    Same definition as NVlabs `upfirdn2d`: `f` is convolved (correlated when `flip_filter`),
+    `padding` is relative to the upsampled image and may be negative (crop), `gain` scales
+    the result. `f` is a constant 1D (separable) or 2D numpy filter, or None (identity).
+    """
+    upx, upy = _pair(up)
+    downx, downy = _pair(down)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    zero = jnp.zeros((), x.dtype)
+    # Zero insertion puts up-1 zeros after *every* pixel (the last one too), then pad/crop.
+    x = lax.pad(
+        x,
+        zero,
+        [(0, 0, 0), (py0, py1 + upy - 1, upy - 1), (px0, px1 + upx - 1, upx - 1), (0, 0, 0)],
+    )
+    ty, tx = _filter_taps(f, gain, flip_filter)
+    if ty is not None:
+        x = _fir1d(x, ty, axis=1, stride=downy)
+        return _fir1d(x, tx, axis=2, stride=downx)
+    k = tx  # non-separable 2D correlation kernel: a depthwise convolution
+    c = x.shape[-1]
+    w = jnp.broadcast_to(jnp.asarray(k, x.dtype)[None, None], (c, 1, *k.shape))
+    return lax.conv_general_dilated(
+        x, w, (downy, downx), "VALID", dimension_numbers=_DN, feature_group_count=c
+    )
+
+
+def _filter_size(f) -> tuple[int, int]:
+    if f is None:
+        return 1, 1
+    f = np.asarray(f)
+    return (f.shape[-1], f.shape[0]) if f.ndim == 2 else (f.shape[0], f.shape[0])
+
+
+def upsample2d(x: jax.Array, f, up=2, padding=0, flip_filter=False, gain=1) -> jax.Array:
+    """`upfirdn2d` upsampling padded so the output is `up` times the input (NVlabs upsample2d)."""
+    upx, upy = _pair(up)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = _filter_size(f)
+    p = [
+        px0 + (fw + upx - 1) // 2,
+        px1 + (fw - upx) // 2,
+        py0 + (fh + upy - 1) // 2,
+        py1 + (fh - upy) // 2,
+    ]
+    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy)
+
+
+def downsample2d(x: jax.Array, f, down=2, padding=0, flip_filter=False, gain=1) -> jax.Array:
+    """`upfirdn2d` downsampling padded so the output is 1/`down` of the input."""
+    downx, downy = _pair(down)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    fw, fh = _filter_size(f)
+    p = [
+        px0 + (fw - downx + 1) // 2,
+        px1 + (fw - downx) // 2,
+        py0 + (fh - downy + 1) // 2,
+        py1 + (fh - downy) // 2,
+    ]
+    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain)
+
+
+def bias_act(
+    x: jax.Array,
+    b: jax.Array | None = None,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+) -> jax.Array:
+    """x + b (over the last axis), activation, times gain, clamped to [-clamp, clamp].
+
+    `gain` defaults to the activation's `def_gain` (sqrt(2) for relu/lrelu, 1 otherwise) and
+    `alpha` to its default (0.2 for lrelu), as in NVlabs `bias_act`.
+    """
+    fn, def_alpha, def_gain = ACTIVATIONS[act]
+    alpha = def_alpha if alpha is None else alpha
+    gain = def_gain if gain is None else gain
+    if b is not None:
+        x = x + b.astype(x.dtype)
+    x = fn(x, alpha)
+    if gain != 1:
+        x = x * jnp.asarray(gain, x.dtype)
+    if clamp is not None and clamp >= 0:
+        x = jnp.clip(x, -clamp, clamp)
+    return x
+
+
+def conv2d(x, w, stride=1, padding=(0, 0, 0, 0), groups: int = 1, flip_weight: bool = True):
+    """NHWC x, OIHW w; correlation (torch conv2d) unless flip_weight=False (true convolution)."""
+    if not flip_weight:
+        w = w[:, :, ::-1, ::-1]
+    px0, px1, py0, py1 = _parse_padding(padding)
+    sx, sy = _pair(stride)
+    if min(px0, px1, py0, py1) < 0:
+        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (py0, py1, 0), (px0, px1, 0), (0, 0, 0)])
+        px0 = px1 = py0 = py1 = 0
+    return lax.conv_general_dilated(
+        x,
+        w.astype(x.dtype),
+        (sy, sx),
+        [(py0, py1), (px0, px1)],
+        dimension_numbers=_DN,
+        feature_group_count=groups,
+    )
+
+
+def _compose_kernel(w: jax.Array, ty, tx) -> jax.Array:
+    """Correlation kernel of "FIR (taps ty/tx, or 2D kernel tx) then correlate with w"."""
+    kh, kw = w.shape[2:]
+
+    def along(w, taps, axis):
+        t = len(taps)
+        out = None
+        for k, tap in enumerate(taps):
+            if tap == 0:
+                continue
+            pad = [(0, 0)] * 4
+            pad[axis] = (k, t - 1 - k)
+            term = jnp.pad(w, pad) * tap
+            out = term if out is None else out + term
+        return out
+
+    if ty is not None:
+        return along(along(w, ty, 2), tx, 3)
+    fh, fw = tx.shape
+    out = jnp.zeros((*w.shape[:2], kh + fh - 1, kw + fw - 1), w.dtype)
+    for i in range(fh):
+        for j in range(fw):
+            if tx[i, j] != 0:
+                out = out.at[:, :, i : i + kh, j : j + kw].add(w * tx[i, j])
+    return out
+
+
+def _phase_taps(k_len: int, p0: int, up: int):
+    """Polyphase split of a length-k_len correlation over an up-sampled, p0-padded signal.
+
+    Output pixel up*n + a sees input m = n + d through kernel tap r = p0 + up*d + a... solved
+    for r: returns (dmin, dmax, [{d: r} for each phase a]).
+    """
+    phases = []
+    for a in range(up):
+        taps = {}
+        for r in range(k_len):
+            if (r - p0 + a) % up == 0:
+                taps[(r - p0 + a) // up] = r
+        phases.append(taps)
+    ds = [d for taps in phases for d in taps]
+    return min(ds), max(ds), phases
+
+
+def _conv_up_polyphase(x, w, f, up, padding, groups, flip_weight):
+    """Upsample by `up` (FIR `f`, gain up^2) then convolve with w, as one phase-stacked conv."""
+    o, i, kh, kw = w.shape
+    px0, px1, py0, py1 = padding
+    fw, fh = _filter_size(f)
+    ty, tx = _filter_taps(f, up * up, False)
+    wk = w if flip_weight else w[:, :, ::-1, ::-1]
+    k = _compose_kernel(wk, ty, tx)  # [O, I, kh+fh-1, kw+fw-1]
+    dy0, dy1, phy = _phase_taps(k.shape[2], py0, up)
+    dx0, dx1, phx = _phase_taps(k.shape[3], px0, up)
+    ny, nx = dy1 - dy0 + 1, dx1 - dx0 + 1
+    subs = []
+    for a in range(up):
+        rows_idx = [phy[a].get(d, -1) for d in range(dy0, dy1 + 1)]
+        for b in range(up):
+            cols_idx = [phx[b].get(d, -1) for d in range(dx0, dx1 + 1)]
+            kp = jnp.pad(k, [(0, 0), (0, 0), (0, 1), (0, 1)])  # index -1 -> a zero tap
+            subs.append(kp[:, :, np.array(rows_idx)][:, :, :, np.array(cols_idx)])
+    og = o // groups
+    kst = jnp.stack([s.reshape(groups, og, i, ny, nx) for s in subs], axis=1)
+    kst = kst.reshape(groups * up * up * og, i, ny, nx)
+    y = conv2d(x, kst, padding=[-dx0, dx1, -dy0, dy1], groups=groups)
+    n, h, wd, _ = y.shape
+    y = y.reshape(n, h, wd, groups, up, up, og).transpose(0, 1, 4, 2, 5, 3, 6)
+    return y.reshape(n, h * up, wd * up, o)
+
+
+def conv2d_resample(
+    x: jax.Array,
+    w: jax.Array,
+    f=None,
+    up: int = 1,
+    down: int = 1,
+    padding=0,
+    groups: int = 1,
+    flip_weight: bool = True,
+) -> jax.Array:
+    """NVlabs `conv2d_resample` semantics: conv(upfirdn2d(x, f, up, gain=up^2)), then downsample.
+
+    x is NHWC, w is OIHW (I = in channels per group). `padding` is relative to the upsampled
+    image. `flip_weight=False` convolves (the reference's choice when up > 1).
+    """
+    o, _, kh, kw = w.shape
+    fw, fh = _filter_size(f)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fh + up - 1) // 2
+        py1 += (fh - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fh - down + 1) // 2
+        py1 += (fh - down) // 2
+    pads = [px0, px1, py0, py1]
+
+    if up == 1 and down == 1:
+        return conv2d(x, w, padding=pads, groups=groups, flip_weight=flip_weight)
+    if up == 1:  # filter (+ downsample for 1x1), then (strided) convolution
+        if kh == 1 and kw == 1:
+            x = upfirdn2d(x, f, down=down, padding=pads)
+            return conv2d(x, w, groups=groups, flip_weight=flip_weight)
+        x = upfirdn2d(x, f, padding=pads)
+        return conv2d(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+    if kh == 1 and kw == 1 and down == 1:  # 1x1: convolve first, then upsample
+        x = conv2d(x, w, groups=groups, flip_weight=flip_weight)
+        return upfirdn2d(x, f, up=up, padding=pads, gain=up * up)
+    # The polyphase form needs an output of exactly `up` times the input (padding = k // 2).
+    if px0 + px1 == kw + fw - 2 and py0 + py1 == kh + fh - 2 and _pair(up)[0] == _pair(up)[1]:
+        x = _conv_up_polyphase(x, w, f, up, pads, groups, flip_weight)
+    else:  # generic: upsample + filter, then convolve
+        x = upfirdn2d(x, f, up=up, padding=pads, gain=up * up)
+        x = conv2d(x, w, groups=groups, flip_weight=flip_weight)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down)
+    return x
+
+
+def modulated_conv2d(
+    x: jax.Array,
+    weight: jax.Array,
+    styles: jax.Array,
+    noise: jax.Array | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding=0,
+    resample_filter=None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+) -> jax.Array:
+    """StyleGAN2 modulated convolution; x [N, H, W, I], weight [O, I, kh, kw], styles [N, I].
+
+    fused_modconv=True: per-sample weights w = weight * styles (* demodulation), run as one
+    grouped convolution over the batch (the reference's eval path). False: scale the
+    activations by the styles before and by the demodulation coefficients after a shared
+    convolution (the reference's training path). Same mathematics, different rounding.
+    `noise` ([N or 1, H, W, 1]) is added after demodulation.
+    """
+    n = x.shape[0]
+    o, i, kh, kw = weight.shape
+    weight = weight.astype(jnp.float32)
+    styles = styles.astype(jnp.float32)
+    if x.dtype != jnp.float32 and demodulate:  # pre-normalise to avoid fp16 overflow
+        weight = weight * (
+            1 / np.sqrt(i * kh * kw) / jnp.max(jnp.abs(weight), axis=(1, 2, 3), keepdims=True)
+        )
+        styles = styles / jnp.max(jnp.abs(styles), axis=1, keepdims=True)
+
+    w = dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight[None] * styles[:, None, :, None, None]  # [N, O, I, kh, kw]
+    if demodulate:
+        dcoefs = lax.rsqrt(jnp.sum(jnp.square(w), axis=(2, 3, 4)) + 1e-8)  # [N, O]
+    if demodulate and fused_modconv:
+        w = w * dcoefs[:, :, None, None, None]
+
+    if not fused_modconv:
+        x = x * styles.astype(x.dtype)[:, None, None, :]
+        x = conv2d_resample(
+            x, weight.astype(x.dtype), resample_filter, up, down, padding, flip_weight=flip_weight
+        )
+        if demodulate:
+            x = x * dcoefs.astype(x.dtype)[:, None, None, :]
+        if noise is not None:
+            x = x + noise.astype(x.dtype)
+        return x
+
+    _, h, wd, _ = x.shape
+    xg = x.transpose(1, 2, 0, 3).reshape(1, h, wd, n * i)  # batch into channels: one group each
+    y = conv2d_resample(
+        xg,
+        w.reshape(n * o, i, kh, kw).astype(x.dtype),
+        resample_filter,
+        up,
+        down,
+        padding,
+        groups=n,
+        flip_weight=flip_weight,
+    )
+    _, ho, wo, _ = y.shape
+    y = y.reshape(ho, wo, n, o).transpose(2, 0, 1, 3)
+    if noise is not None:
+        y = y + noise.astype(y.dtype)
+    return y
+
+
+def normalize_2nd_moment(x: jax.Array, axis: int = 1, eps: float = 1e-8) -> jax.Array:
+    return x * lax.rsqrt(jnp.mean(jnp.square(x), axis=axis, keepdims=True) + eps)
+
+
+def minibatch_std(x: jax.Array, group_size: int | None = 4, num_channels: int = 1) -> jax.Array:
+    """Append the per-group feature stddev (NVlabs MinibatchStdLayer), NHWC.
+
+    The batch splits as `x.reshape(G, N // G, ...)`: sample i belongs to group i % (N // G).
+    """
+    n, h, w, c = x.shape
+    g = min(group_size, n) if group_size is not None else n
+    f = num_channels
+    if n % g:
+        raise ValueError(f"minibatch std: batch {n} is not a multiple of the group size {g}")
+    y = x.astype(jnp.float32).reshape(g, n // g, h, w, f, c // f)
+    y = y - jnp.mean(y, axis=0)
+    y = jnp.sqrt(jnp.mean(jnp.square(y), axis=0) + 1e-8)  # [n/G, H, W, F, c]
+    y = jnp.mean(y, axis=(1, 2, 4))  # [n/G, F]
+    y = jnp.tile(y, (g, 1))[:, None, None, :]  # [N, 1, 1, F]
+    y = jnp.broadcast_to(y, (n, h, w, f)).astype(x.dtype)
+    return jnp.concatenate([x, y], axis=-1)

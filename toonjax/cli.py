@@ -4,6 +4,9 @@
     toonjax dataset toyfaces DEST [--n 5000] [--resolution 64] [--seed 0]
     toonjax dataset pack SRC DEST --resolution 256 [--transform center-crop] [--labels folders]
     toonjax faces extract SRC OUT --detector yolo:FILE.onnx|cascade:FILE.xml [--conf 0.7] ...
+    toonjax convert SRC DEST            (NVlabs .pkl, TF .pkl or rosinality .pt -> DEST/)
+    toonjax generate --network NET --seeds 0-7 [--trunc 0.7] [--class I] --outdir OUT
+    toonjax export NET --to rosinality|nvlabs-state-dict OUT.pt
 
 Errors a user can fix (`toonjax.errors.ToonjaxError`) are printed as one line and exit 2.
 """
@@ -113,6 +116,64 @@ def _add_faces_parser(sub) -> None:
     p.set_defaults(func=_cmd_faces_extract)
 
 
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from toonjax.convert import network
+
+    bundle = network.convert(args.src)
+    dest = network.save_network(args.dest, bundle, overwrite=args.overwrite)
+    nets = ", ".join(k for k in network.NET_KEYS if k in bundle.nets)
+    print(f"converted {args.src} ({bundle.format}: {nets}) to {dest}")
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from toonjax.tools import generate
+
+    seeds = generate.parse_seeds(args.seeds)
+    paths = generate.write_images(
+        args.network,
+        seeds,
+        args.outdir,
+        truncation_psi=args.trunc,
+        truncation_cutoff=args.trunc_cutoff,
+        class_idx=args.class_idx,
+        noise_mode=args.noise_mode,
+    )
+    print(f"wrote {len(paths)} images and grid.png to {args.outdir}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from toonjax.convert import export
+
+    path, notes = export.export_network(args.network, args.to, args.out)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {path}")
+
+
+def _add_network_parsers(sub) -> None:
+    p = sub.add_parser("convert", help="convert a StyleGAN2 .pkl/.pt into a toonjax network dir")
+    p.add_argument("src", help="stylegan2-ada-pytorch .pkl, TF StyleGAN2 .pkl or rosinality .pt")
+    p.add_argument("dest", help="output directory (orbax checkpoint + network.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("generate", help="images from a network (NVlabs generate.py seeds)")
+    p.add_argument("--network", required=True, help="directory from `convert`, or a .pkl/.pt")
+    p.add_argument("--seeds", required=True, help="e.g. 0-7 or 1,5,9-12")
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1)")
+    p.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first K ws")
+    p.add_argument("--class", dest="class_idx", type=int, default=None, help="class (cond. nets)")
+    p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    p.add_argument("--outdir", required=True, help="writes seedNNNN.png per seed and grid.png")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("export", help="write a network as a plain PyTorch state dict (.pt)")
+    p.add_argument("network", help="directory from `convert`, or a .pkl/.pt")
+    p.add_argument("--to", required=True, choices=["rosinality", "nvlabs-state-dict"])
+    p.add_argument("out", help="output .pt file")
+    p.set_defaults(func=_cmd_export)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toonjax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +221,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     p.set_defaults(func=_cmd_dataset_pack)
     _add_faces_parser(sub)
+    _add_network_parsers(sub)
     return parser
 
 

@@ -6,7 +6,7 @@ import ml_collections
 
 from toonjax.errors import ConfigError
 
-TRAINERS = {"dcgan": "toonjax.train.dcgan"}
+TRAINERS = {"dcgan": "toonjax.train.dcgan", "stylegan2_ada": "toonjax.train.stylegan2"}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):

@@ -57,6 +57,7 @@ def run(
     make_steps: Callable[[jax.sharding.Mesh], tuple[Callable, Callable]],
     z_dim: int,
     param_counts: dict[str, Callable[[Any], Any]],
+    with_labels: bool = False,
 ) -> Any:
     workdir_path = Path(workdir).absolute()
     workdir_path.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,7 @@ def run(
         batch_size=config.batch_size,
         seed=config.seed,
         mirror=config.data.mirror,
+        with_labels=with_labels,
         workers=config.data.workers,
         prefetch=config.data.prefetch,
         sharding=common.batch_sharded(mesh),
@@ -147,7 +149,7 @@ def run(
                 jax.block_until_ready(metrics)
                 t_log, step_log = time.perf_counter(), step
             if step % config.log_every == 0 or step == steps_total:
-                scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if v is not None}
                 common.check_finite(step, scalars, workdir_path)
                 now = time.perf_counter()
                 if step > step_log:

@@ -1,0 +1,551 @@
+"""StyleGAN2-ADA training: four jitted phases per iteration, lazy regularisation, ADA, FreezeD.
+
+One iteration (the reference's order), each phase a jitted function with the state donated:
+
+    g_step       Gmain: non-saturating loss on D(aug(G(z))) with style mixing      every iteration
+    g_reg_step   Greg:  path-length penalty x G_reg_interval on batch/pl_batch_shrink  every 4th
+    d_step       Dmain: softplus(D(aug(G(z)))) + softplus(-D(aug(x))); sign(D(x)) for ADA  every
+    d_reg_step   Dreg:  R1 x D_reg_interval on the (augmented) reals                every 16th
+    ema_step     G_ema <- lerp(G, G_ema, beta), beta from ema_kimg / ema_rampup    every iteration
+    ada_step     p <- max(p + sign(r_t - ada_target) * batch * ada_interval / (ada_kimg*1000), 0)
+
+With lazy regularisation each network's Adam uses lr * c and betas ** c, c = I / (I + 1), as the
+reference does (I the regularisation interval). Every call of the mapping network in training
+mode moves `w_avg` (Gmain, Greg and Dmain each do, as in the reference).
+
+FreezeD (`freezed=N`) counts D's layers from the input side exactly as the reference's
+`freeze_layers`: per block from the highest resolution, fromrgb (first block, or every block of a
+`skip` D), conv0, conv1, skip (`resnet`); the epilogue's layers come last. Frozen leaves get no
+update (an optax partition with `set_to_zero`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from toonjax.errors import ConfigError, TrainingError
+from toonjax.nets.stylegan2 import Discriminator, Generator
+from toonjax.train import stylegan2_loss as losses
+
+
+@flax.struct.dataclass
+class SG2State:
+    step: jax.Array  # completed iterations
+    G: Any  # {'params', 'buffers'}
+    G_ema: Any
+    D: Any  # {'params'}
+    g_opt: Any
+    d_opt: Any
+    ada_p: jax.Array
+    ada_signs: jax.Array  # sum of sign(D(real)) since the last ADA adjustment
+    ada_count: jax.Array
+    pl_mean: jax.Array
+    rng: jax.Array  # uint32 key data
+
+
+# ---------------------------------------------------------------------------- networks
+
+
+def build_networks(config: ml_collections.ConfigDict, c_dim: int = 0):
+    """G and D from `config.net` (`G_kwargs` / `D_kwargs` as the reference's constructors take)."""
+    n = config.net
+    G = Generator(c_dim=c_dim, img_resolution=n.resolution, img_channels=3, **_plain(n.G_kwargs))
+    D = Discriminator(
+        c_dim=c_dim, img_resolution=n.resolution, img_channels=3, **_plain(n.D_kwargs)
+    )
+    return G, D
+
+
+def _plain(d) -> dict:
+    return d.to_dict() if hasattr(d, "to_dict") else dict(d)
+
+
+def d_layer_index(D: Discriminator, d_params: dict) -> dict[str, int]:
+    """{'b256/fromrgb': 0, 'b256/conv0': 1, ...}: D's layers in the reference's freeze order."""
+    order: dict[str, int] = {}
+    blocks = sorted(
+        (k for k in d_params if re.fullmatch(r"b\d+", k) and k != "b4"),
+        key=lambda k: -int(k[1:]),
+    )
+    for blk in blocks:
+        for layer in ("fromrgb", "conv0", "conv1", "skip"):
+            if layer in d_params[blk]:
+                order[f"{blk}/{layer}"] = len(order)
+    for layer in ("fromrgb", "conv", "fc", "out"):  # the epilogue, never frozen in practice
+        if layer in d_params.get("b4", {}):
+            order[f"b4/{layer}"] = len(order)
+    return order
+
+
+def frozen_layers(config: ml_collections.ConfigDict, D, d_params: dict) -> set[str]:
+    """D layers frozen by `freezed` (a count) and/or `freeze_d_res` (every layer at res >= it)."""
+    order = d_layer_index(D, d_params)
+    frozen = {name for name, i in order.items() if i < config.get("freezed", 0)}
+    res = config.get("freeze_d_res", 0)
+    if res:
+        frozen |= {name for name in order if int(name.split("/")[0][1:]) >= res}
+    return frozen
+
+
+def _d_labels(d_params: dict, frozen: set[str]):
+    def label(path, _):
+        keys = [p.key for p in path]
+        return "frozen" if "/".join(keys[:2]) in frozen else "train"
+
+    return jax.tree_util.tree_map_with_path(label, d_params)
+
+
+def make_optimizers(config: ml_collections.ConfigDict, d_params: dict, frozen: set[str]):
+    """Adam for G and D with the lazy-regularisation adjustment; D's frozen leaves get zeros."""
+    o = config.optim
+
+    def adam(lr, reg_interval):
+        c = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+        return optax.adam(lr * c, b1=o.betas[0] ** c, b2=o.betas[1] ** c, eps=o.eps)
+
+    g_tx = adam(o.G_lr, config.G_reg_interval)
+    d_tx = adam(o.D_lr, config.D_reg_interval)
+    if frozen:
+        d_tx = optax.multi_transform(
+            {"train": d_tx, "frozen": optax.set_to_zero()}, _d_labels(d_params, frozen)
+        )
+    return g_tx, d_tx
+
+
+def init_state(config, G, D, g_tx, d_tx, c_dim: int) -> SG2State:
+    key = jax.random.key(config.seed)
+    kg, kd, krng = jax.random.split(key, 3)
+    z = jnp.zeros((1, G.z_dim))
+    c = jnp.zeros((1, c_dim))
+    img = jnp.zeros((1, G.img_resolution, G.img_resolution, 3))
+    gv = jax.jit(G.init)(kg, z, c)
+    dv = jax.jit(D.init)(kd, img, c)
+    g = {"params": gv["params"], "buffers": gv["buffers"]}
+    return SG2State(
+        step=jnp.zeros((), jnp.int32),
+        G=g,
+        G_ema=jax.tree.map(jnp.copy, g),
+        D={"params": dv["params"]},
+        g_opt=g_tx.init(g["params"]),
+        d_opt=d_tx.init(dv["params"]),
+        ada_p=jnp.asarray(
+            config.aug.get("p", 0.0) if config.aug.mode == "fixed" else 0.0, jnp.float32
+        ),
+        ada_signs=jnp.zeros((), jnp.float32),
+        ada_count=jnp.zeros((), jnp.float32),
+        pl_mean=jnp.zeros((), jnp.float32),
+        rng=jax.random.key_data(krng),
+    )
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+class Phases:
+    """The jitted phase functions for one config (G, D, optimizers, augmentation)."""
+
+    def __init__(self, config, G, D, g_tx, d_tx, c_dim: int):
+        self.config, self.G, self.D, self.g_tx, self.d_tx = config, G, D, g_tx, d_tx
+        self.c_dim = c_dim
+        self.num_ws = G.num_ws
+        self.aug_mode = config.aug.mode
+        if self.aug_mode not in ("noaug", "fixed", "ada"):
+            raise ConfigError(f"config.aug.mode={self.aug_mode!r}: choose noaug, fixed or ada")
+        self.augment = None
+        if self.aug_mode != "noaug":
+            from toonjax.augment import augment  # noqa: PLC0415
+
+            pipe = config.aug.augpipe
+            self.augment = lambda img, key, p: augment(img, key, p, pipe)
+
+    # ---- helpers traced inside the phases
+
+    def _keys(self, state, phase: int, n: int):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        return jax.random.split(jax.random.fold_in(key, phase), n)
+
+    def _gen_c(self, batch, n):
+        if self.c_dim == 0:
+            return jnp.zeros((n, 0), jnp.float32)
+        # Generated images take dataset labels (as the reference samples them), re-paired.
+        return jnp.roll(batch["label"], 1, axis=0)[:n]
+
+    def _run_G(self, g, z, c, key, update_w_avg=True):
+        """Mapping (+ w_avg update) with style mixing, then synthesis; returns (img, ws, buffers)."""
+        G, prob = self.G, self.config.loss.style_mixing_prob
+        variables = {"params": g["params"], "buffers": g["buffers"]}
+        ws, upd = G.apply(
+            variables, z, c, update_w_avg=update_w_avg, method=G.map, mutable=["buffers"]
+        )
+        if prob > 0:
+            k1, k2, k3 = jax.random.split(key, 3)
+            cutoff = jax.random.randint(k1, (), 1, self.num_ws)
+            cutoff = jnp.where(jax.random.uniform(k2) < prob, cutoff, self.num_ws)
+            z2 = jax.random.normal(k3, z.shape)
+            ws2 = G.apply(variables, z2, c, method=G.map)  # no w_avg update (as the reference)
+            mix = jnp.arange(self.num_ws)[None, :, None] >= cutoff
+            ws = jnp.where(mix, ws2, ws)
+        img = G.apply(
+            variables,
+            ws,
+            noise_mode="random",
+            fused_modconv=False,
+            method=G.synthesize,
+            rngs={"noise": jax.random.fold_in(key, 7)},
+        )
+        return img, ws, upd["buffers"]
+
+    def _run_D(self, d_params, img, c, key, p):
+        if self.augment is not None:
+            img = self.augment(img, key, p)
+        return self.D.apply({"params": d_params}, img, c)
+
+    # ---- phases
+
+    def g_step(self, state: SG2State, batch) -> tuple[SG2State, dict]:
+        n = batch["image"].shape[0]
+        kz, kg, kd = self._keys(state, 0, 3)
+        z = jax.random.normal(kz, (n, self.G.z_dim))
+        c = self._gen_c(batch, n)
+
+        def loss_fn(g_params):
+            img, _, buffers = self._run_G(
+                {"params": g_params, "buffers": state.G["buffers"]}, z, c, kg
+            )
+            logits = self._run_D(state.D["params"], img, c, kd, state.ada_p)
+            return losses.g_main_loss(logits), (buffers, logits)
+
+        (loss, (buffers, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.G["params"]
+        )
+        updates, g_opt = self.g_tx.update(grads, state.g_opt, state.G["params"])
+        params = optax.apply_updates(state.G["params"], updates)
+        state = state.replace(G={"params": params, "buffers": buffers}, g_opt=g_opt)
+        return state, {"loss_G": loss, "scores_fake": jnp.mean(logits)}
+
+    def g_reg_step(self, state: SG2State, batch) -> tuple[SG2State, dict]:
+        cfg = self.config
+        n = max(batch["image"].shape[0] // cfg.loss.pl_batch_shrink, 1)
+        kz, kg, kn = self._keys(state, 1, 3)
+        z = jax.random.normal(kz, (n, self.G.z_dim))
+        c = self._gen_c(batch, n)
+        res = self.G.img_resolution
+
+        def loss_fn(g_params):
+            g = {"params": g_params, "buffers": state.G["buffers"]}
+            _, ws, buffers = self._run_G(g, z, c, kg)
+            variables = {"params": g_params, "buffers": buffers}
+            noise = losses.pl_noise(kn, (n, res, res, 3))
+
+            def synth(ws):
+                return self.G.apply(
+                    variables,
+                    ws,
+                    noise_mode="random",
+                    fused_modconv=False,
+                    method=self.G.synthesize,
+                    rngs={"noise": jax.random.fold_in(kg, 7)},
+                )
+
+            loss, aux = losses.path_length_penalty(
+                synth, ws, noise, state.pl_mean, cfg.loss.pl_weight, cfg.loss.pl_decay
+            )
+            return loss * cfg.G_reg_interval, (buffers, aux)
+
+        (loss, (buffers, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.G["params"])
+        updates, g_opt = self.g_tx.update(grads, state.g_opt, state.G["params"])
+        params = optax.apply_updates(state.G["params"], updates)
+        state = state.replace(
+            G={"params": params, "buffers": buffers},
+            g_opt=g_opt,
+            pl_mean=jax.lax.stop_gradient(aux["pl_mean_new"]),
+        )
+        return state, {"loss_Gpl": loss / cfg.G_reg_interval, "pl_mean": state.pl_mean}
+
+    def d_step(self, state: SG2State, batch) -> tuple[SG2State, dict]:
+        real = batch["image"].astype(jnp.float32) / 127.5 - 1.0
+        n = real.shape[0]
+        real_c = batch["label"] if self.c_dim else jnp.zeros((n, 0), jnp.float32)
+        kz, kg, kf, kr = self._keys(state, 2, 4)
+        z = jax.random.normal(kz, (n, self.G.z_dim))
+        c = self._gen_c(batch, n)
+        fake, _, buffers = self._run_G(state.G, z, c, kg)
+        fake = jax.lax.stop_gradient(fake)
+
+        def loss_fn(d_params):
+            fake_logits = self._run_D(d_params, fake, c, kf, state.ada_p)
+            real_logits = self._run_D(d_params, real, real_c, kr, state.ada_p)
+            return losses.d_main_loss(fake_logits, real_logits), (fake_logits, real_logits)
+
+        (loss, (fake_logits, real_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.D["params"]
+        )
+        updates, d_opt = self.d_tx.update(grads, state.d_opt, state.D["params"])
+        params = optax.apply_updates(state.D["params"], updates)
+        signs = jnp.sum(jnp.sign(real_logits))  # over the global batch: XLA all-reduces it
+        state = state.replace(
+            D={"params": params},
+            d_opt=d_opt,
+            G={"params": state.G["params"], "buffers": buffers},
+            ada_signs=state.ada_signs + signs,
+            ada_count=state.ada_count + n,
+        )
+        return state, {
+            "loss_D": loss,
+            "scores_real": jnp.mean(real_logits),
+            "scores_fake_d": jnp.mean(fake_logits),
+            "signs_real": signs / n,
+        }
+
+    def d_reg_step(self, state: SG2State, batch) -> tuple[SG2State, dict]:
+        cfg = self.config
+        real = batch["image"].astype(jnp.float32) / 127.5 - 1.0
+        n = real.shape[0]
+        real_c = batch["label"] if self.c_dim else jnp.zeros((n, 0), jnp.float32)
+        (kr,) = self._keys(state, 3, 1)
+
+        def loss_fn(d_params):
+            loss, aux = losses.r1_penalty(
+                lambda img: self._run_D(d_params, img, real_c, kr, state.ada_p),
+                real,
+                cfg.loss.r1_gamma,
+            )
+            return loss * cfg.D_reg_interval, aux
+
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.D["params"])
+        updates, d_opt = self.d_tx.update(grads, state.d_opt, state.D["params"])
+        params = optax.apply_updates(state.D["params"], updates)
+        state = state.replace(D={"params": params}, d_opt=d_opt)
+        return state, {"loss_Dr1": loss / cfg.D_reg_interval}
+
+    def ema_step(self, state: SG2State, batch_size: int) -> SG2State:
+        """G_ema update of the reference, then the iteration count."""
+        cfg = self.config
+        cur_nimg = (state.step + 1).astype(jnp.float32) * batch_size
+        ema_nimg = cfg.ema_kimg * 1000.0
+        if cfg.get("ema_rampup") is not None and cfg.ema_rampup > 0:
+            ema_nimg = jnp.minimum(ema_nimg, cur_nimg * cfg.ema_rampup)
+        beta = 0.5 ** (batch_size / jnp.maximum(ema_nimg, 1e-8))
+        params = jax.tree.map(
+            lambda e, p: p + beta * (e - p), state.G_ema["params"], state.G["params"]
+        )
+        ema = {"params": params, "buffers": state.G["buffers"]}  # buffers are copied
+        return state.replace(G_ema=ema, step=state.step + 1)
+
+    def ada_step(self, state: SG2State, batch_size: int) -> tuple[SG2State, jax.Array]:
+        a = self.config.aug
+        rt = state.ada_signs / jnp.maximum(state.ada_count, 1)
+        adjust = jnp.sign(rt - a.ada_target) * (batch_size * a.ada_interval) / (a.ada_kimg * 1000)
+        p = jnp.maximum(state.ada_p + adjust, 0.0)
+        state = state.replace(ada_p=p, ada_signs=jnp.zeros(()), ada_count=jnp.zeros(()))
+        return state, rt
+
+
+def make_steps(config, G, D, g_tx, d_tx, mesh, c_dim: int):
+    """(iteration fn, sampler) for the shared loop: the iteration runs the phases it is due."""
+    from toonjax.train import common
+
+    repl = common.replicated(mesh)
+    ph = Phases(config, G, D, g_tx, d_tx, c_dim)
+    jit = functools.partial(jax.jit, donate_argnums=0, out_shardings=(repl, repl))
+    g_step, g_reg, d_step, d_reg = (
+        jit(f) for f in (ph.g_step, ph.g_reg_step, ph.d_step, ph.d_reg_step)
+    )
+    bs = config.batch_size
+    ema = jax.jit(
+        functools.partial(ph.ema_step, batch_size=bs), donate_argnums=0, out_shardings=repl
+    )
+    ada = jax.jit(
+        functools.partial(ph.ada_step, batch_size=bs), donate_argnums=0, out_shardings=(repl, repl)
+    )
+    counter = {"i": None, "rt": None}
+
+    def iteration(state, batch):
+        if counter["i"] is None:
+            counter["i"] = int(state.step)
+        i = counter["i"]
+        metrics = {}
+        state, m = g_step(state, batch)
+        metrics.update(m)
+        if config.loss.pl_weight > 0 and i % config.G_reg_interval == 0:
+            state, m = g_reg(state, batch)
+            metrics.update(m)
+        state, m = d_step(state, batch)
+        metrics.update(m)
+        if config.loss.r1_gamma > 0 and i % config.D_reg_interval == 0:
+            state, m = d_reg(state, batch)
+            metrics.update(m)
+        state = ema(state)
+        if ph.aug_mode == "ada" and (i + 1) % config.aug.ada_interval == 0:
+            state, rt = ada(state)
+            counter["rt"] = rt
+        metrics["ada_p"] = state.ada_p
+        if counter["rt"] is not None:
+            metrics["rt"] = counter["rt"]
+        counter["i"] = i + 1
+        return state, metrics
+
+    def sample(state, z):
+        c = jnp.zeros((z.shape[0], c_dim), jnp.float32)
+        if c_dim:
+            c = jax.nn.one_hot(jnp.arange(z.shape[0]) % c_dim, c_dim)
+        return G.apply(state.G_ema, z, c, noise_mode="const")
+
+    return iteration, jax.jit(sample, out_shardings=repl)
+
+
+# ---------------------------------------------------------------------------- transfer
+
+
+def load_resume(config, G, D, state: SG2State) -> SG2State:
+    """Loads G, G_ema, D weights from `config.resume` (toonjax network dir, .pkl or .pt)."""
+    from toonjax.convert import network
+
+    bundle = network.load_network(config.resume_path)  # toonjax dir, .pkl (PyTorch/TF) or .pt
+    nets = bundle.nets
+    src = {
+        "G": nets.get("G") or nets.get("G_ema"),
+        "G_ema": nets.get("G_ema") or nets.get("G"),
+        "D": nets.get("D"),
+    }
+    ours = {"G": state.G, "G_ema": state.G_ema, "D": state.D}
+    problems = []
+    for name in ("G", "G_ema", "D"):
+        if src[name] is None:
+            if name == "D":
+                continue
+            problems.append(f"{name}: missing in {config.resume_path}")
+            continue
+        a = _flat_shapes(ours[name])
+        b = _flat_shapes({k: v for k, v in src[name].items() if k in ours[name]})
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                problems.append(f"{name}.{k}: config {a.get(k)} vs file {b.get(k)}")
+    if problems:
+        hint = _preset_hint(problems)
+        shown = "; ".join(problems[:8]) + (
+            f"; ... {len(problems) - 8} more" if len(problems) > 8 else ""
+        )
+        raise TrainingError(
+            f"{config.resume_path} does not match the configured architecture ({len(problems)} "
+            f"tensors): {shown}.{hint}"
+        )
+
+    def cast(tree, like):
+        return jax.tree.map(lambda x, y: jnp.asarray(x, y.dtype), tree, like)
+
+    G_new = {k: cast(src["G"][k], state.G[k]) for k in state.G}
+    ema = {k: cast(src["G_ema"][k], state.G_ema[k]) for k in state.G_ema}
+    D_new = {"params": cast(src["D"]["params"], state.D["params"])} if src["D"] else state.D
+    return state.replace(G=G_new, G_ema=ema, D=D_new)
+
+
+def _flat_shapes(tree) -> dict[str, tuple]:
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        flat[".".join(str(getattr(p, "key", p)) for p in path)] = tuple(np.shape(leaf))
+    return flat
+
+
+def _preset_hint(problems: list[str]) -> str:
+    mapping = [p for p in problems if ".mapping.fc" in p or "mapping.fc" in p]
+    if any("None" in p for p in mapping):
+        return (
+            " The mapping depth differs (e.g. cfg=auto builds 2 mapping layers, FFHQ "
+            "checkpoints have 8): use a preset with map=8 such as paper256 or stylegan2."
+        )
+    return " Pick the preset the checkpoint was trained with (channel_base, channel_max, res)."
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
+    """Trains StyleGAN2(-ADA) as `config` says, checkpointing to and resuming from `workdir`."""
+    from toonjax.data import records
+    from toonjax.train import loop
+
+    c_dim = 0
+    if config.data.get("cond", False):
+        meta = loop.prepare_data(config)
+        c_dim = meta.label_dim
+        if c_dim == 0:
+            raise ConfigError(f"{config.data.path}: config.data.cond=True but it has no labels")
+    G, D = build_networks(config, c_dim)
+    frozen_cache: dict[str, Any] = {}
+
+    def init():
+        d_shapes = jax.eval_shape(
+            lambda: D.init(
+                jax.random.key(0),
+                jnp.zeros((1, G.img_resolution, G.img_resolution, 3)),
+                jnp.zeros((1, c_dim)),
+            )
+        )["params"]
+        frozen = frozen_layers(config, D, d_shapes)
+        g_tx, d_tx = make_optimizers(config, d_shapes, frozen)
+        frozen_cache.update(frozen=frozen, g_tx=g_tx, d_tx=d_tx)
+        state = init_state(config, G, D, g_tx, d_tx, c_dim)
+        if config.get("resume_path"):
+            state = load_resume(config, G, D, state)
+            state = state.replace(
+                g_opt=g_tx.init(state.G["params"]), d_opt=d_tx.init(state.D["params"])
+            )
+        n_frozen = sum(
+            int(np.prod(x.shape))
+            for k, x in _flat_items(state.D["params"])
+            if "/".join(k.split(".")[:2]) in frozen
+        )
+        n_all = sum(int(np.prod(x.shape)) for _, x in _flat_items(state.D["params"]))
+        if frozen:
+            print(
+                f"FreezeD: {len(frozen)} D layers frozen ({', '.join(sorted(frozen))}); "
+                f"D params trainable {n_all - n_frozen:,}, frozen {n_frozen:,}"
+            )
+        return state
+
+    del records
+    return loop.run(
+        loop_config(config),
+        workdir,
+        init_state=init,
+        make_steps=lambda mesh: make_steps(
+            config, G, D, frozen_cache["g_tx"], frozen_cache["d_tx"], mesh, c_dim
+        ),
+        z_dim=G.z_dim,
+        param_counts={"G": lambda s: s.G["params"], "D": lambda s: s.D["params"]},
+        with_labels=c_dim > 0,
+    )
+
+
+def _flat_items(tree):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        yield ".".join(str(getattr(p, "key", p)) for p in path), leaf
+
+
+def kimg_to_steps(kimg: float, batch_size: int) -> int:
+    return max(1, math.ceil(kimg * 1000 / batch_size))
+
+
+def loop_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The shared loop's step-based fields, from the reference's kimg and tick settings."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    bs = config.batch_size
+    c.total_steps = kimg_to_steps(config.total_kimg, bs)
+    c.epochs = 0
+    tick = kimg_to_steps(config.kimg_per_tick, bs)
+    c.log_every = config.get("log_every", tick)
+    c.sample_every = tick * config.image_snapshot_ticks
+    c.checkpoint_every = tick * config.network_snapshot_ticks
+    c.num_samples = config.get("num_samples", 32)
+    return c

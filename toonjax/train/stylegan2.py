@@ -419,25 +419,23 @@ def load_resume(config, G, D, state: SG2State) -> SG2State:
         "D": nets.get("D"),
     }
     ours = {"G": state.G, "G_ema": state.G_ema, "D": state.D}
-    problems = []
+    problems: dict[str, list[str]] = {}  # "tensor: config X vs file Y" -> networks
     for name in ("G", "G_ema", "D"):
         if src[name] is None:
-            if name == "D":
-                continue
-            problems.append(f"{name}: missing in {config.resume_path}")
+            if name != "D":
+                problems.setdefault(f"{name}: missing in {config.resume_path}", []).append(name)
             continue
         a = _flat_shapes(ours[name])
         b = _flat_shapes({k: v for k, v in src[name].items() if k in ours[name]})
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
-                problems.append(f"{name}.{k}: config {a.get(k)} vs file {b.get(k)}")
+                problems.setdefault(f"{k}: config {a.get(k)} vs file {b.get(k)}", []).append(name)
     if problems:
-        hint = _preset_hint(problems)
-        shown = "; ".join(problems[:8]) + (
-            f"; ... {len(problems) - 8} more" if len(problems) > 8 else ""
-        )
+        lines = [f"{'+'.join(nets)} {what}" for what, nets in problems.items()]
+        hint = _preset_hint(lines)
+        shown = "; ".join(lines[:24]) + (f"; ... {len(lines) - 24} more" if len(lines) > 24 else "")
         raise TrainingError(
-            f"{config.resume_path} does not match the configured architecture ({len(problems)} "
+            f"{config.resume_path} does not match the configured architecture ({len(lines)} "
             f"tensors): {shown}.{hint}"
         )
 

@@ -1,0 +1,194 @@
+"""StyleGAN2-ADA trainer: FreezeD counting and freezing, transfer, smoke, resume, devices."""
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from toonjax.errors import TrainingError
+from toonjax.train import stylegan2 as sg2
+from toonjax.train import train_and_evaluate
+
+FIXTURE = "tests/fixtures/stylegan2_ada_pytorch/sg2ada_uncond32.pkl"
+
+
+def load_config(repo_root, arg):
+    spec = importlib.util.spec_from_file_location(
+        "sg2cfg", repo_root / "configs" / "stylegan2_ada.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(arg)
+
+
+def _d_params_shapes(config):
+    _, D = sg2.build_networks(config)
+    res = config.net.resolution
+    return D, jax.eval_shape(
+        lambda: D.init(jax.random.key(0), jnp.zeros((1, res, res, 3)), jnp.zeros((1, 0)))
+    )["params"]
+
+
+def test_freezed_10_at_256_is_fromrgb_and_three_highest_blocks(repo_root):
+    c = load_config(repo_root, "paper256")
+    c.freezed = 10
+    D, shapes = _d_params_shapes(c)
+    frozen = sg2.frozen_layers(c, D, shapes)
+    assert frozen == {
+        "b256/fromrgb", "b256/conv0", "b256/conv1", "b256/skip",
+        "b128/conv0", "b128/conv1", "b128/skip",
+        "b64/conv0", "b64/conv1", "b64/skip",
+    }  # fmt: skip
+    # The order the reference counts in: fromrgb, conv0, conv1, skip per block, high res first.
+    order = sg2.d_layer_index(D, shapes)
+    assert [k for k, _ in sorted(order.items(), key=lambda kv: kv[1])][:5] == [
+        "b256/fromrgb", "b256/conv0", "b256/conv1", "b256/skip", "b128/conv0",
+    ]  # fmt: skip
+
+
+def test_freeze_d_res_spelling(repo_root):
+    c = load_config(repo_root, "paper256")
+    c.freeze_d_res = 64
+    D, shapes = _d_params_shapes(c)
+    frozen = sg2.frozen_layers(c, D, shapes)
+    assert {f.split("/")[0] for f in frozen} == {"b256", "b128", "b64"}
+    assert len(frozen) == 10
+
+
+def _runlocal(repo_root, tmp_path, **over):
+    c = load_config(repo_root, "runlocal")
+    c.data.path = str(tmp_path / "toy16")
+    c.aug.mode = "noaug"
+    c.num_devices = 1
+    for k, v in over.items():
+        obj = c
+        *parents, leaf = k.split(".")
+        for p in parents:
+            obj = obj[p]
+        obj[leaf] = v
+    return c
+
+
+def test_runlocal_smoke_with_freezed_keeps_frozen_leaves(repo_root, tmp_path):
+    c = _runlocal(repo_root, tmp_path, freezed=2)
+    state = train_and_evaluate(c, str(tmp_path / "run"))
+    assert int(state.step) == 3
+    G, D = sg2.build_networks(c)
+    _, shapes = _d_params_shapes(c)
+    g_tx, d_tx = sg2.make_optimizers(c, shapes, sg2.frozen_layers(c, D, shapes))
+    init = sg2.init_state(c, G, D, g_tx, d_tx, 0)
+    frozen = sg2.frozen_layers(c, D, shapes)
+    assert frozen == {"b16/fromrgb", "b16/conv0"}
+    changed = []
+    for (path, a), (_, b) in zip(
+        jax.tree_util.tree_flatten_with_path(init.D["params"])[0],
+        jax.tree_util.tree_flatten_with_path(state.D["params"])[0],
+        strict=True,
+    ):
+        name = "/".join(p.key for p in path[:2])
+        if name in frozen:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+        else:
+            changed.append(not np.array_equal(np.asarray(a), np.asarray(b)))
+    assert changed and all(changed)
+    # G_ema moved away from its initial copy of G and samples were written.
+    assert (tmp_path / "run" / "samples" / "latest.png").is_file()
+
+
+def test_transfer_mismatch_lists_tensors_and_suggests_preset(repo_root, tmp_path):
+    c = _fixture_arch_config(repo_root, tmp_path)
+    c.net.G_kwargs.mapping_kwargs.num_layers = 8  # the fixture has 2 mapping layers
+    G, D = sg2.build_networks(c)
+    _, shapes = _d_params_shapes(c)
+    g_tx, d_tx = sg2.make_optimizers(c, shapes, set())
+    state = sg2.init_state(c, G, D, g_tx, d_tx, 0)
+    with pytest.raises(TrainingError) as e:
+        sg2.load_resume(c, G, D, state)
+    msg = str(e.value)
+    assert "sg2ada_uncond32.pkl does not match" in msg
+    assert "G+G_ema params.mapping.fc7.weight: config (64, 64) vs file None" in msg
+    assert "(12 tensors)" in msg
+    assert "mapping depth differs" in msg and "paper256" in msg
+    assert "synthesis" not in msg  # only the mismatched tensors are listed
+
+
+def _fixture_arch_config(repo_root, tmp_path):
+    """runlocal with the architecture of the 32x32 fixture pickle."""
+    c = _runlocal(repo_root, tmp_path)
+    c.data.path = str(tmp_path / "toy32")
+    c.net.resolution = 32
+    c.net.G_kwargs = dict(
+        z_dim=64, w_dim=64, mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=512, channel_max=32, num_fp16_res=0, conv_clamp=None),
+    )  # fmt: skip
+    c.net.D_kwargs = dict(
+        channel_base=512, channel_max=32, num_fp16_res=0, conv_clamp=None,
+        epilogue_kwargs=dict(mbstd_group_size=4),
+    )  # fmt: skip
+    c.resume_path = str(repo_root / FIXTURE)
+    return c
+
+
+def test_transfer_from_fixture_pickle_loads_its_weights(repo_root, tmp_path):
+    from toonjax.convert import network
+
+    c = _fixture_arch_config(repo_root, tmp_path)
+    G, D = sg2.build_networks(c)
+    _, shapes = _d_params_shapes(c)
+    g_tx, d_tx = sg2.make_optimizers(c, shapes, set())
+    state = sg2.load_resume(c, G, D, sg2.init_state(c, G, D, g_tx, d_tx, 0))
+    ref = network.load_network(c.resume_path).nets
+    np.testing.assert_array_equal(
+        np.asarray(state.G_ema["buffers"]["mapping"]["w_avg"]),
+        np.asarray(ref["G_ema"]["buffers"]["mapping"]["w_avg"]),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(state.D["params"]["b32"]["fromrgb"]["weight"]),
+        np.asarray(ref["D"]["params"]["b32"]["fromrgb"]["weight"]),
+    )
+
+
+@pytest.mark.slow
+def test_transfer_run_trains_from_the_fixture(repo_root, tmp_path):
+    c = _fixture_arch_config(repo_root, tmp_path)
+    state = train_and_evaluate(c, str(tmp_path / "run"))
+    assert int(state.step) == 3
+
+
+@pytest.mark.slow
+def test_stopped_and_resumed_equals_uninterrupted(repo_root, tmp_path):
+    full = train_and_evaluate(_runlocal(repo_root, tmp_path, total_kimg=0.024), str(tmp_path / "a"))
+    train_and_evaluate(_runlocal(repo_root, tmp_path, total_kimg=0.012), str(tmp_path / "b"))
+    resumed = train_and_evaluate(
+        _runlocal(repo_root, tmp_path, total_kimg=0.024), str(tmp_path / "b")
+    )
+    assert int(full.step) == int(resumed.step) == 6
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_one_and_eight_devices_give_the_same_iterations(repo_root, tmp_path):
+    one = train_and_evaluate(
+        _runlocal(
+            repo_root,
+            tmp_path,
+            batch_size=8,
+            **{"net.D_kwargs.epilogue_kwargs.mbstd_group_size": 1},
+        ),
+        str(tmp_path / "one"),
+    )
+    eight = train_and_evaluate(
+        _runlocal(
+            repo_root,
+            tmp_path,
+            batch_size=8,
+            num_devices=8,
+            **{"net.D_kwargs.epilogue_kwargs.mbstd_group_size": 1},
+        ),
+        str(tmp_path / "eight"),
+    )
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

@@ -192,3 +192,20 @@ def test_one_and_eight_devices_give_the_same_iterations(repo_root, tmp_path):
     )
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_ada_raises_p_by_the_reference_step_inside_training(repo_root, tmp_path):
+    # ada_target -1: r_t = E[sign(D(real))] is never below it, so every
+    # adjustment (each ada_interval=4 iterations) adds batch * interval / (ada_kimg * 1000).
+    c = _runlocal(repo_root, tmp_path, total_kimg=0.032)  # 8 iterations of 4 images
+    c.aug.mode = "ada"
+    c.aug.ada_target = -1.0
+    c.aug.ada_kimg = 1
+    state = train_and_evaluate(c, str(tmp_path / "run"))
+    step = 4 * 4 / (1 * 1000)
+    np.testing.assert_allclose(float(state.ada_p), 2 * step, rtol=1e-6)
+    import json
+
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"ada_p", "rt", "loss_G", "loss_D"} <= rows[-1].keys()
+    assert -1 <= rows[-1]["rt"] <= 1

@@ -7,6 +7,11 @@
     toonjax convert SRC DEST            (NVlabs .pkl, TF .pkl or rosinality .pt -> DEST/)
     toonjax generate --network NET --seeds 0-7 [--trunc 0.7] [--class I] --outdir OUT
     toonjax export NET --to rosinality|nvlabs-state-dict OUT.pt
+    toonjax mix | interpolate | blend | sefa | sefa-apply   (toonify tools; see
+        toonjax.tools.toonify_cli)
+    toonjax convert-features inception pt_inception-2015-12-05-6726825d.pth OUT.npz
+    toonjax metrics --network NET --data DATASET --metrics fid50k_full,kid50k_full --features F
+    toonjax fid PATH_A PATH_B --features F      (folders, zips or packed datasets)
 
 Errors a user can fix (`toonjax.errors.ToonjaxError`) are printed as one line and exit 2.
 """
@@ -17,6 +22,7 @@ import argparse
 import sys
 
 from toonjax.errors import ToonjaxError
+from toonjax.tools import toonify_cli
 
 
 def _cmd_dataset_toyfaces(args: argparse.Namespace) -> None:
@@ -174,6 +180,82 @@ def _add_network_parsers(sub) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+def _cmd_convert_features(args: argparse.Namespace) -> None:
+    from toonjax.metrics import inception
+
+    out = inception.convert_features(args.kind, args.src, args.out)
+    print(f"converted {args.src} to {out}")
+
+
+def _cmd_metrics(args: argparse.Namespace) -> None:
+    from toonjax.metrics import metrics
+
+    records = metrics.calc_metrics(
+        args.network,
+        args.data,
+        args.metrics,
+        args.features,
+        num_gen=args.num_gen,
+        truncation_psi=args.trunc,
+        classes=args.classes,
+        mirror=args.mirror,
+        batch_size=args.batch,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+    )
+    for record in records:
+        metrics.print_record(record)
+    if records:
+        print(f"appended to {', '.join(sorted({r['jsonl'] for r in records}))}")
+
+
+def _cmd_fid(args: argparse.Namespace) -> None:
+    from toonjax.metrics import metrics
+
+    r = metrics.compare(
+        args.path_a, args.path_b, args.features, batch_size=args.batch, cache_dir=args.cache_dir
+    )
+    print(f"FID {r['fid']:.6g}  KID {r['kid']:.6g}  ({r['n_a']} vs {r['n_b']} images)")
+
+
+def _add_metrics_parsers(sub) -> None:
+    p = sub.add_parser("convert-features", help="convert feature-network weights (FID Inception)")
+    p.add_argument("kind", choices=["inception"], help="which network")
+    p.add_argument("src", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument("out", help="output .npz")
+    p.set_defaults(func=_cmd_convert_features)
+
+    features_help = "FID Inception weights: .npz from convert-features, or pytorch-fid's .pth"
+    p = sub.add_parser("metrics", help="FID/KID of a network against a packed dataset")
+    p.add_argument("--network", required=True, help="directory from `convert`, or a .pkl/.pt")
+    p.add_argument("--data", required=True, help="packed dataset (the reals)")
+    p.add_argument(
+        "--metrics", default="fid50k_full", help="comma list, e.g. fid50k_full,kid50k_full"
+    )
+    p.add_argument("--num-gen", type=int, default=None, help="generated images (overrides names)")
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1)")
+    p.add_argument(
+        "--classes",
+        default="dataset",
+        help="conditional nets: dataset (labels drawn from "
+        "--data, as the reference), uniform, or a class index",
+    )
+    p.add_argument("--mirror", action="store_true", help="reals include x-flipped copies")
+    p.add_argument("--features", default=None, help=features_help)
+    p.add_argument("--batch", type=int, default=64, help="images per feature batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default=None, help="statistics cache (default ~/.cache/toonjax)")
+    p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("fid", help="FID and KID between two image folders, zips or datasets")
+    p.add_argument("path_a")
+    p.add_argument("path_b")
+    p.add_argument("--features", default=None, help=features_help)
+    p.add_argument("--batch", type=int, default=64, help="images per feature batch")
+    p.add_argument("--cache-dir", default=None, help="statistics cache (default ~/.cache/toonjax)")
+    p.set_defaults(func=_cmd_fid)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toonjax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +304,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_dataset_pack)
     _add_faces_parser(sub)
     _add_network_parsers(sub)
+    toonify_cli.add_parsers(sub)
+    _add_metrics_parsers(sub)
     return parser
 
 
@@ -233,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 
             launcher.run(["toonjax train", *argv[1:]])
             return 0
-        args = _build_parser().parse_args(argv)
+        args = _build_parser().parse_args(toonify_cli.join_negative_values(argv))
         args.func(args)
         return 0
     except ToonjaxError as e:

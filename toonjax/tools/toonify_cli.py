@@ -1,0 +1,210 @@
+"""Argument parsing of the toonify-tool sub-commands of `toonjax` (mix, interpolate, blend, sefa,
+sefa-apply); each calls one library function of toonjax.tools.{mixing,blend,sefa}.
+
+    toonjax mix --network NET --rows 1,2,3 --cols 4,5,6 --styles 0-6 --outdir OUT
+    toonjax interpolate --network NET --seeds 0,1,2 --frames 60 --space z|w --outdir OUT
+    toonjax blend --base A --toon B --swap-res 32 [--width 0] [--mapping toon|base] OUT
+    toonjax blend --base A --toon B --sweep 4,8,16,32 --seeds 0-3 OUT      (OUT/sweep.png)
+    toonjax sefa --network NET [--layers all|0-1|2-5|6-] [--normalize] [--top 10] OUT.npz
+    toonjax sefa-apply --network NET --directions D.npz --index 0 --degrees -5,0,5 --outdir OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NET_HELP = "directory from `convert`, or a .pkl/.pt"
+
+
+def _seed_list(text: str, flag: str) -> list[int]:
+    from toonjax.tools import generate
+
+    try:
+        return generate.parse_seeds(text)
+    except generate.GenerateError as e:
+        raise generate.GenerateError(str(e).replace("--seeds", flag)) from None
+
+
+def _cmd_mix(args: argparse.Namespace) -> None:
+    from toonjax.tools import mixing
+
+    rows, cols = _seed_list(args.rows, "--rows"), _seed_list(args.cols, "--cols")
+    bundle = mixing.as_bundle(args.network)
+    n = mixing.num_ws(bundle)
+    if args.styles is None:  # the reference's 0-6, within what the network has
+        styles = list(range(min(7, n)))
+    else:
+        styles = mixing.parse_indices(args.styles, n, "--styles", allow_none=True)
+    res = mixing.write_style_mixing(
+        bundle,
+        rows,
+        cols,
+        styles,
+        args.outdir,
+        truncation_psi=args.trunc,
+        noise_mode=args.noise_mode,
+        class_idx=args.class_idx,
+    )
+    n = len(res.row_seeds) * len(res.col_seeds)
+    print(f"wrote {n} mixed images, the row/col images and grid.png to {args.outdir}")
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> None:
+    from toonjax.tools import mixing
+
+    video, strip, n = mixing.write_interpolation(
+        args.network,
+        _seed_list(args.seeds, "--seeds"),
+        args.outdir,
+        frames=args.frames,
+        space=args.space,
+        fps=args.fps,
+        strip=args.strip,
+        truncation_psi=args.trunc,
+        noise_mode=args.noise_mode,
+        class_idx=args.class_idx,
+        loop=args.loop,
+    )
+    print(f"wrote {video} ({n} frames) and {strip}")
+
+
+def _cmd_blend(args: argparse.Namespace) -> None:
+    from toonjax.tools import blend, generate
+
+    if (args.swap_res is None) == (args.sweep is None):
+        raise generate.GenerateError("blend: give either --swap-res R or --sweep R1,R2,...")
+    if args.sweep is not None:
+        try:
+            res = [int(r) for r in args.sweep.replace(" ", "").split(",") if r]
+        except ValueError:
+            raise generate.GenerateError(f"--sweep {args.sweep!r}: give e.g. 4,8,16,32") from None
+        for r in res:
+            blend.check_swap_res(r)
+        path = blend.write_blend_sweep(
+            args.base,
+            args.toon,
+            args.out,
+            res,
+            _seed_list(args.seeds, "--seeds"),
+            width=args.width,
+            mapping=args.mapping,
+            truncation_psi=args.trunc,
+            noise_mode=args.noise_mode,
+            class_idx=args.class_idx,
+        )
+        print(f"wrote {path} (rows: swap-res {', '.join(map(str, res))}; cols: seeds)")
+        return
+    dest = blend.write_blend(
+        args.base, args.toon, args.out, args.swap_res, args.width, args.mapping, args.overwrite
+    )
+    print(
+        f"wrote {dest}: blocks below {args.swap_res}x{args.swap_res} from --toon, the rest from "
+        f"--base, mapping and w_avg from --{args.mapping}"
+    )
+
+
+def _cmd_sefa(args: argparse.Namespace) -> None:
+    from toonjax.tools import sefa
+
+    d = sefa.factorize(
+        args.network, args.layers, normalize=args.normalize, torgb=args.torgb, top=args.top
+    )
+    path = d.save(args.out)
+    vals = ", ".join(f"{v:.4g}" for v in d.eigenvalues[:5])
+    print(f"wrote {len(d.directions)} directions on ws {d.layers} to {path} (eigenvalues {vals})")
+
+
+def _cmd_sefa_apply(args: argparse.Namespace) -> None:
+    from toonjax.tools import sefa
+
+    path = sefa.write_sefa_grid(
+        args.network,
+        args.directions,
+        args.index,
+        sefa.parse_degrees(args.degrees),
+        _seed_list(args.seeds, "--seeds"),
+        args.outdir,
+        truncation_psi=args.trunc,
+        noise_mode=args.noise_mode,
+        class_idx=args.class_idx,
+    )
+    print(f"wrote {path} (rows: seeds, cols: degrees)")
+
+
+def _add_gen_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1)")
+    p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    p.add_argument("--class", dest="class_idx", type=int, default=None, help="class (cond. nets)")
+
+
+def add_parsers(sub) -> None:
+    """Adds mix, interpolate, blend, sefa and sefa-apply to the `toonjax` sub-parsers."""
+    p = sub.add_parser("mix", help="style-mixing grid (NVlabs style_mixing.py layout)")
+    p.add_argument("--network", required=True, help=NET_HELP)
+    p.add_argument("--rows", required=True, help="row seeds, e.g. 1,2,3 or 0-5")
+    p.add_argument("--cols", required=True, help="col seeds (their ws replace the rows')")
+    p.add_argument(
+        "--styles", default=None, help="ws indices taken from the cols: 0-6 (default), all, none"
+    )
+    _add_gen_options(p)
+    p.add_argument("--outdir", required=True, help="writes ROW-COL.png per cell and grid.png")
+    p.set_defaults(func=_cmd_mix)
+
+    p = sub.add_parser("interpolate", help="latent interpolation video (mp4) and PNG strip")
+    p.add_argument("--network", required=True, help=NET_HELP)
+    p.add_argument("--seeds", required=True, help="seeds visited in order, e.g. 0,1,2")
+    p.add_argument("--frames", type=int, default=60, help="frames per transition (default 60)")
+    p.add_argument("--space", choices=["z", "w"], default="z", help="slerp in z or lerp in w")
+    p.add_argument("--loop", action="store_true", help="return to the first seed")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--strip", type=int, default=8, help="frames in strip.png (default 8)")
+    _add_gen_options(p)
+    p.add_argument("--outdir", required=True, help="writes interpolation.mp4 and strip.png")
+    p.set_defaults(func=_cmd_interpolate)
+
+    p = sub.add_parser(
+        "blend", help="network blending: low resolutions from --toon, the rest from --base"
+    )
+    p.add_argument("--base", required=True, help="high-resolution model (e.g. the FFHQ one)")
+    p.add_argument("--toon", required=True, help="low-resolution model (e.g. its cartoon tune)")
+    p.add_argument("--swap-res", type=int, default=None, help="first resolution from --base")
+    p.add_argument("--sweep", default=None, help="swap resolutions for a grid, e.g. 4,8,16,32")
+    p.add_argument("--seeds", default="0-3", help="seeds of the --sweep grid (default 0-3)")
+    p.add_argument("--width", type=float, default=0.0, help="0: hard; >0: logistic, in octaves")
+    p.add_argument("--mapping", choices=["toon", "base"], default="toon", help="mapping + w_avg")
+    _add_gen_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("out", help="network directory (with --sweep: a folder for sweep.png)")
+    p.set_defaults(func=_cmd_blend)
+
+    p = sub.add_parser("sefa", help="SeFa latent directions (eigenvectors of A^T A)")
+    p.add_argument("--network", required=True, help=NET_HELP)
+    p.add_argument("--layers", default="all", help="ws indices: all, 0-1, 2-5, 6- ...")
+    p.add_argument("--normalize", action="store_true", help="unit-norm rows of A (genforce)")
+    p.add_argument("--torgb", action="store_true", help="also stack the ToRGB affines")
+    p.add_argument("--top", type=int, default=None, help="keep the K largest (default all)")
+    p.add_argument("out", help="output .npz")
+    p.set_defaults(func=_cmd_sefa)
+
+    p = sub.add_parser("sefa-apply", help="grid of ws moved along a SeFa direction")
+    p.add_argument("--network", required=True, help=NET_HELP)
+    p.add_argument("--directions", required=True, help=".npz from `toonjax sefa`")
+    p.add_argument("--index", type=int, default=0, help="direction (0 = largest eigenvalue)")
+    p.add_argument("--degrees", default="-5,-2.5,0,2.5,5", help="steps along it (columns)")
+    p.add_argument("--seeds", default="0-3", help="rows (default 0-3)")
+    _add_gen_options(p)
+    p.add_argument("--outdir", required=True, help="writes sefa_<index>.png")
+    p.set_defaults(func=_cmd_sefa_apply)
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """`--degrees -5,0,5` -> `--degrees=-5,0,5` (argparse takes '-5,0,5' for an option)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--degrees" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"--degrees={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out

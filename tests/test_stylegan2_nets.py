@@ -150,6 +150,28 @@ def test_conv2d_resample_matches_definition(k, up, down, groups, flip_weight):
     assert rel_err(got, ref) < 1e-6
 
 
+@pytest.mark.parametrize(
+    "up,kh,kw,pads,fname,flip",
+    [
+        (2, 3, 3, (3, 2, 3, 2), "1331", False),  # the synthesis up-conv
+        (2, 1, 3, (2, 1, 0, 3), "1331", True),
+        (3, 3, 2, (1, 4, 2, 0), "asym2d", False),
+        (3, 2, 3, (0, 0, 5, 1), "1d", True),
+        (2, 4, 4, (1, 1, 1, 1), "1331", False),
+    ],
+)
+def test_conv_up_phases_equals_upsample_then_conv(up, kh, kw, pads, fname, flip):
+    """The phase-split transposed conv + FIR equals zero insertion + FIR + conv, any padding."""
+    rng = np.random.RandomState(up + kh + 10 * kw)
+    x = rng.randn(2, 5, 6, 4).astype(np.float32)
+    w = rng.randn(6, 2, kh, kw).astype(np.float32)
+    f = FILTERS[fname]
+    got = ops._conv_up_phases(jnp.asarray(x), jnp.asarray(w), f, up, pads, 2, flip)
+    u = np_upfirdn2d(x, f, up=up, pad=pads, gain=up * up)
+    ref = np_conv(u, w if flip else w[:, :, ::-1, ::-1], groups=2)
+    assert rel_err(got, ref) < 1e-6
+
+
 def test_bias_act_gain_and_clamp():
     x = jnp.array([[-3.0, -0.5, 0.5, 3.0]])
     b = jnp.array([0.0, 0.0, 1.0, 0.0])
@@ -247,7 +269,10 @@ def test_eval_outputs(name):
     z, c = jnp.asarray(ref["z"]), jnp.asarray(ref["c"])
 
     mapping = jax.jit(lambda v, psi: G.apply(v, z, c, truncation_psi=psi, method=G.map))
-    synth = jax.jit(lambda v, ws, mode: G.apply(v, ws, mode, method=G.synthesize), static_argnums=2)
+    synth = jax.jit(
+        lambda v, ws, mode, fused=None: G.apply(v, ws, mode, fused, method=G.synthesize),
+        static_argnums=(2, 3),
+    )
     disc = jax.jit(lambda img: D.apply(dv, img, c))
     to_nchw = lambda img: np.asarray(img).transpose(0, 3, 1, 2)  # noqa: E731
 
@@ -257,6 +282,7 @@ def test_eval_outputs(name):
         "G_ws_psi1": mapping(gv0, 1.0),
     }
     got["img_const"] = to_nchw(synth(gv, got["ws_psi1"], "const"))
+    got["img_const_fused"] = to_nchw(synth(gv, got["ws_psi1"], "const", True))
     got["img_none"] = to_nchw(synth(gv, got["ws_psi1"], "none"))
     got["img_const_psi07"] = to_nchw(synth(gv, got["ws_psi07"], "const"))
     got["G_img_const"] = to_nchw(synth(gv0, got["G_ws_psi1"], "const"))
@@ -265,7 +291,7 @@ def test_eval_outputs(name):
     # The whole generator in one call agrees with mapping + synthesis.
     full = jax.jit(lambda v: G.apply(v, z, c, truncation_psi=0.7, noise_mode="const"))(gv)
     got["G_full_psi07"] = to_nchw(full)
-    ref = dict(ref, G_full_psi07=ref["img_const_psi07"])
+    ref = dict(ref, G_full_psi07=ref["img_const_psi07"], img_const_fused=ref["img_const"])
     errs = {k: rel_err(v, ref[k]) for k, v in got.items()}
     print(name, errs)
     assert max(errs.values()) <= 1e-4, errs
@@ -492,7 +518,8 @@ def test_architectures_shapes(arch):
 
     @jax.jit
     def run(gv, dv):  # one compilation for everything
-        img, img_nonfused = G.apply(gv, z, c), G.apply(gv, z, c, fused_modconv=False)
+        img = G.apply(gv, z, c, fused_modconv=True)
+        img_nonfused = G.apply(gv, z, c, fused_modconv=False)
         return img, img_nonfused, D.apply(dv, img, c)
 
     img, img_nonfused, logits = run(gv, dv)

@@ -14,7 +14,10 @@ reference's names (`channel_base`, `num_fp16_res`, `conv_clamp`, `truncation_psi
 
 Training-mode differences from the reference's `.train()` are explicit call options:
 `fused_modconv=False` (NVlabs uses the non-fused modulated convolution when training) and
-`update_w_avg=True` (needs `mutable=['buffers']`). `noise_mode='random'` needs a `noise` rng.
+`update_w_avg=True` (needs `mutable=['buffers']`). The default `fused_modconv=None` differs from
+the reference's eval mode on purpose: non-fused except at batch 1 (same mathematics, and XLA
+runs the fused form's grouped convolution several times slower; see `SynthesisBlock`).
+`noise_mode='random'` needs a `noise` rng.
 `num_fp16_res > 0` runs the highest-resolution blocks in `fp16_dtype` (default: float16 on GPU,
 bfloat16 elsewhere), with activations clamped to `conv_clamp` as in the reference.
 """
@@ -336,8 +339,13 @@ class SynthesisBlock(nn.Module):
     ) -> tuple[Array, Array | None]:
         if self.architecture not in ("orig", "skip", "resnet"):
             raise ValueError(f"architecture must be orig, skip or resnet: {self.architecture!r}")
-        if fused_modconv is None:  # the reference's eval-mode choice
-            fused_modconv = self.dtype == jnp.float32 or ws.shape[0] == 1
+        if fused_modconv is None:
+            # The reference's eval mode fuses in float32 or at batch 1. Here: only at batch 1,
+            # where the fused form is an ordinary convolution. For larger batches it is a
+            # grouped convolution (one group per sample), which XLA:CPU runs 4-7x slower than
+            # the shared convolution of the non-fused form; the two are the same mathematics
+            # and agree to float32 rounding (tested against the reference's fused outputs).
+            fused_modconv = ws.shape[0] == 1
         layer = dict(
             use_noise=self.use_noise,
             activation=self.activation,

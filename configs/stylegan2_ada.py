@@ -1,0 +1,240 @@
+r"""StyleGAN2-ADA configs: the `--cfg` presets of NVlabs/stylegan2-ada-pytorch's train.py.
+
+Arguments after the colon, comma-separated: one preset, then options.
+
+  Presets (train.py `cfg_specs`; values in the table of
+  shared/notes/anchors/sg2ada-official-numbers.md, section 4, checked against train.py at
+  commit d72cc7d):
+
+    preset     ref_gpus  kimg    batch  mbstd  fmaps (channel_base)  lrate   gamma  ema  ramp  map
+    auto       (gpus)    25000   *      *      *                     *       *      *    0.05  2
+    stylegan2  8         25000   32     4      1   (32768)           0.002   10     10   -     8
+    paper256   8         25000   64     8      0.5 (16384)           0.0025  1      20   -     8
+    paper512   8         25000   64     8      1   (32768)           0.0025  0.5    20   -     8
+    paper1024  8         25000   32     4      1   (32768)           0.002   2      10   -     8
+    cifar      2         100000  64     32     1   (32768)           0.0025  0.01   500  0.05  2
+
+  `auto` (*) is resolved here as train.py resolves it, from `res=` (the dataset resolution,
+  default 256) and `gpus=` (the reference's GPU count, default 1; toonjax's own device count
+  does not change hyperparameters): batch = max(min(gpus * min(4096 // res, 32), 64), gpus),
+  mbstd = min(batch // gpus, 4), fmaps = 1 if res >= 512 else 0.5, lrate = 0.002 if
+  res >= 1024 else 0.0025, gamma = 0.0002 * res^2 / batch, ema = batch * 10 / 32 kimg.
+  At 256x256 on 1 GPU: batch 16, mbstd 4, channel_base 16384, lrate 0.0025, gamma 0.8192,
+  ema 5 kimg.
+
+  Common to every preset (train.py and training_loop.py defaults): z_dim = w_dim = 512,
+  channel_max 512, num_fp16_res 4, conv_clamp 256, Adam betas (0, 0.99) eps 1e-8 (the trainer
+  applies the lazy-regularisation ratio interval / (interval + 1) to lr and betas), G_reg_interval
+  4, D_reg_interval 16, StyleGAN2Loss defaults (pl_weight 2, style_mixing_prob 0.9,
+  pl_batch_shrink 2, pl_decay 0.01), ADA with the 'bgc' pipeline, target 0.6, adjusted every 4
+  iterations at a speed of 500 kimg per unit of p. `cifar` sets pl_weight 0,
+  style_mixing_prob 0 and the 'orig' D architecture (resnet otherwise).
+
+  Options:
+    res=N     dataset resolution (presets default to their name's resolution: paper256 256,
+              paper512 512, paper1024 and stylegan2 1024, cifar 32, auto 256).
+    gpus=N    train.py's --gpus (default 1): what the `auto` formulas assume, and with batch=
+              the divisor of the per-GPU batch; toonjax's own device count changes nothing.
+    batch=N   total batch, as train.py's --batch: it replaces the batch (and batch_gpu =
+              batch // gpus) only; gamma and ema keep the values the preset computed.
+    cond      conditional (labels from the packed dataset's labels.npy).
+    mirror    x-flips of the dataset (train.py --mirror=1).
+    resume    transfer-learning hyperparameters (what train.py --resume=PKL sets): ADA speed
+              100 kimg, no EMA ramp-up; give the network with --config.resume_path=PATH.
+    runlocal  shrinks anything to a seconds-long smoke run (what the tests launch).
+
+Examples:
+
+    python launch/benchmark.py --config configs/stylegan2_ada.py:paper256 --what g_forward \
+        --batch 4 --reference torch --sg2ada_src /tmp/sg2ada   # extract of NVlabs' repository
+    # once the StyleGAN2-ADA trainer lands:
+    toonjax train --config configs/stylegan2_ada.py:paper256 --workdir runs/sg2 \
+        --config.data.path=data/cartoon256 --config.data.toyfaces=False
+
+What to expect: the StyleGAN2-ADA trainer is a later issue; today the config builds the
+networks (`net.G_kwargs`, `net.D_kwargs`, e.g. `Generator(c_dim=0, img_resolution=256,
+img_channels=3, **c.net.G_kwargs.to_dict())`) and drives `launch/benchmark.py --what g_forward`.
+On this project's 2-core CPU a paper256 G_ema forward takes about 0.8 s per batch of 4 on a
+quiet machine (float32, 2.1x the reference's speed in the same run; BENCHMARKS.md). The
+reference trains 256x256 at 21.6-24.2 s/kimg on one V100 (ada-pt README) and needs about an
+hour per kimg on that CPU (shared/notes/anchors/sg2ada-torch-cpu-timing.md).
+"""
+
+import ml_collections
+
+# train.py cfg_specs (NVlabs/stylegan2-ada-pytorch, commit d72cc7d); None = resolved by `auto`.
+CFG_SPECS = {
+    "auto": dict(ref_gpus=None, kimg=25000, mb=None, mbstd=None, fmaps=None, lrate=None,
+                 gamma=None, ema=None, ramp=0.05, map=2),
+    "stylegan2": dict(ref_gpus=8, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002,
+                      gamma=10, ema=10, ramp=None, map=8),
+    "paper256": dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=0.5, lrate=0.0025,
+                     gamma=1, ema=20, ramp=None, map=8),
+    "paper512": dict(ref_gpus=8, kimg=25000, mb=64, mbstd=8, fmaps=1, lrate=0.0025,
+                     gamma=0.5, ema=20, ramp=None, map=8),
+    "paper1024": dict(ref_gpus=8, kimg=25000, mb=32, mbstd=4, fmaps=1, lrate=0.002,
+                      gamma=2, ema=10, ramp=None, map=8),
+    "cifar": dict(ref_gpus=2, kimg=100000, mb=64, mbstd=32, fmaps=1, lrate=0.0025,
+                  gamma=0.01, ema=500, ramp=0.05, map=2),
+}  # fmt: skip
+PRESETS = tuple(CFG_SPECS)
+DEFAULT_RES = {"auto": 256, "stylegan2": 1024, "paper256": 256, "paper512": 512,
+               "paper1024": 1024, "cifar": 32}  # fmt: skip
+FLAGS = ("cond", "mirror", "resume", "runlocal")
+VALUED = ("res", "gpus", "batch")
+
+
+def _parse(arg: str) -> tuple[str, dict, set]:
+    preset, values, flags = None, {}, set()
+    for tok in (t.strip() for t in (arg or "").split(",")):
+        if not tok:
+            continue
+        if "=" in tok:
+            key, val = (s.strip() for s in tok.split("=", 1))
+            if key not in VALUED:
+                raise ValueError(
+                    f"configs/stylegan2_ada.py: unknown option {key!r}; valued options are "
+                    f"{VALUED} (e.g. 'paper256,res=128')"
+                )
+            try:
+                values[key] = int(val)
+            except ValueError:
+                raise ValueError(
+                    f"configs/stylegan2_ada.py: {key}= needs an integer, got {val!r}"
+                ) from None
+            if values[key] < 1:
+                raise ValueError(f"configs/stylegan2_ada.py: {key}= must be >= 1, got {val}")
+        elif tok in CFG_SPECS:
+            if preset is not None:
+                raise ValueError(f"configs/stylegan2_ada.py: two presets, {preset!r} and {tok!r}")
+            preset = tok
+        elif tok in FLAGS:
+            flags.add(tok)
+        else:
+            raise ValueError(
+                f"configs/stylegan2_ada.py: unknown preset or option {tok!r}; presets: "
+                f"{PRESETS}; options: {FLAGS} and {', '.join(v + '=N' for v in VALUED)}"
+            )
+    return preset or "auto", values, flags
+
+
+def resolve_spec(preset: str, res: int, gpus: int = 1) -> dict:
+    """The preset's cfg_specs entry, with `auto` filled in as train.py does for res and gpus."""
+    if preset not in CFG_SPECS:
+        raise ValueError(
+            f"configs/stylegan2_ada.py: unknown preset {preset!r}; choose from {PRESETS}"
+        )
+    spec = dict(CFG_SPECS[preset])
+    if preset == "auto":
+        spec["ref_gpus"] = gpus
+        spec["mb"] = max(min(gpus * min(4096 // res, 32), 64), gpus)
+        spec["mbstd"] = min(spec["mb"] // gpus, 4)
+        spec["fmaps"] = 1 if res >= 512 else 0.5
+        spec["lrate"] = 0.002 if res >= 1024 else 0.0025
+        spec["gamma"] = 0.0002 * res**2 / spec["mb"]
+        spec["ema"] = spec["mb"] * 10 / 32
+    return spec
+
+
+def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
+    preset, values, flags = _parse(arg)
+    res = values.get("res", DEFAULT_RES[preset])
+    if res < 4 or res & (res - 1):
+        raise ValueError(f"configs/stylegan2_ada.py: res= must be a power of two >= 4, got {res}")
+    spec = resolve_spec(preset, res, values.get("gpus", 1))
+    channel_base = int(spec["fmaps"] * 32768)
+
+    c = ml_collections.ConfigDict()
+    c.model = "stylegan2_ada"
+    c.cfg = preset
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.path = f"data/toyfaces-{res}"
+    c.data.toyfaces = True  # write the built-in toy faces to `path` when missing
+    c.data.toyfaces_n = 5000
+    c.data.mirror = "mirror" in flags
+    c.data.cond = "cond" in flags  # labels from the dataset; c_dim is the dataset's label dim
+    c.data.workers = 0
+    c.data.prefetch = 4
+
+    c.net = ml_collections.ConfigDict()
+    c.net.resolution = res
+    c.net.img_channels = 3
+    c.net.G_kwargs = dict(
+        z_dim=512,
+        w_dim=512,
+        mapping_kwargs=dict(num_layers=spec["map"]),
+        synthesis_kwargs=dict(
+            channel_base=channel_base, channel_max=512, num_fp16_res=4, conv_clamp=256
+        ),
+    )
+    c.net.D_kwargs = dict(
+        architecture="orig" if preset == "cifar" else "resnet",
+        channel_base=channel_base,
+        channel_max=512,
+        num_fp16_res=4,
+        conv_clamp=256,
+        epilogue_kwargs=dict(mbstd_group_size=spec["mbstd"]),
+    )
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.G_lr = spec["lrate"]
+    c.optim.D_lr = spec["lrate"]
+    c.optim.betas = (0.0, 0.99)
+    c.optim.eps = 1e-8
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.r1_gamma = float(spec["gamma"])
+    c.loss.pl_weight = 0.0 if preset == "cifar" else 2.0
+    c.loss.style_mixing_prob = 0.0 if preset == "cifar" else 0.9
+    c.loss.pl_batch_shrink = 2
+    c.loss.pl_decay = 0.01
+    c.G_reg_interval = 4
+    c.D_reg_interval = 16
+
+    c.aug = ml_collections.ConfigDict()
+    c.aug.mode = "ada"  # 'ada' | 'noaug' | 'fixed'
+    c.aug.augpipe = "bgc"
+    c.aug.p = 0.0  # initial (or, with 'fixed', constant) augmentation probability
+    c.aug.ada_target = 0.6
+    c.aug.ada_interval = 4
+    c.aug.ada_kimg = 100 if "resume" in flags else 500
+
+    c.ref_gpus = spec["ref_gpus"]
+    c.batch_size = values.get("batch", spec["mb"])  # global, over all devices
+    # The reference's per-GPU batch (minibatch-std groups never span two of them): the preset's
+    # batch / ref_gpus, or with batch=, batch / gpus, as train.py computes batch_gpu.
+    c.batch_gpu = c.batch_size // (values.get("gpus", 1) if "batch" in values else spec["ref_gpus"])
+    c.total_kimg = float(spec["kimg"])
+    c.ema_kimg = float(spec["ema"])
+    ramp = None if "resume" in flags else spec["ramp"]
+    c.ema_rampup = ml_collections.config_dict.placeholder(float) if ramp is None else ramp
+    # Transfer learning: the network to start from (toonjax network dir, NVlabs .pkl or
+    # rosinality .pt; '' = from scratch) and FreezeD (train.py --freezed: the first `freezed`
+    # D layers, highest resolution first, or every D block at resolution >= freeze_d_res).
+    c.resume_path = ""
+    c.freezed = 0
+    c.freeze_d_res = 0
+    c.num_devices = 0  # data-parallel devices; 0: every local device
+
+    c.kimg_per_tick = 4.0
+    c.image_snapshot_ticks = 50
+    c.network_snapshot_ticks = 50
+    c.keep_checkpoints = 3
+
+    if "runlocal" in flags:
+        c.data.path = f"data/toyfaces-{min(res, 16)}-runlocal"
+        c.data.toyfaces_n = 64
+        c.net.resolution = min(res, 16)
+        c.net.G_kwargs.mapping_kwargs.num_layers = 2
+        c.net.G_kwargs.z_dim = c.net.G_kwargs.w_dim = 32
+        for kw in (c.net.G_kwargs.synthesis_kwargs, c.net.D_kwargs):
+            kw.channel_base, kw.channel_max, kw.num_fp16_res = 256, 32, 0
+        c.net.D_kwargs.epilogue_kwargs.mbstd_group_size = 2
+        c.batch_size = 4
+        c.batch_gpu = 4
+        c.total_kimg = 0.012  # 3 iterations of 4 images
+        c.kimg_per_tick = 0.004
+        c.image_snapshot_ticks = c.network_snapshot_ticks = 1
+    return c

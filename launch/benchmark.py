@@ -2,6 +2,10 @@
 
 Flags only; the logic lives in `toonjax.tools.benchmark`. Prints img/s (median of timed steps
 after warm-up), compile seconds and peak memory.
+
+    python launch/benchmark.py --config configs/stylegan2_ada.py:paper256 --what g_forward \
+        --batch 4 --reference torch --sg2ada_src /tmp/sg2ada
+    python launch/benchmark.py --what inception --batch 64 [--features inception.npz]
 """
 
 from absl import app, flags
@@ -12,15 +16,79 @@ from toonjax.tools import benchmark
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file[:variant].", lock_config=True
 )
-_WHAT = flags.DEFINE_enum("what", "train_step", ["train_step", "loader"], "What to time.")
-_STEPS = flags.DEFINE_integer("steps", None, "Timed steps (default: 10 train steps, 200 batches).")
-_REFERENCE = flags.DEFINE_enum(
-    "reference", None, ["torch"], "Also time the PyTorch reference step in this run (DCGAN)."
+_WHAT = flags.DEFINE_enum(
+    "what",
+    "train_step",
+    ["train_step", "loader", "g_forward", "inception", "project"],
+    "What to time.",
 )
+_STEPS = flags.DEFINE_integer(
+    "steps", None, "Timed steps (default: 10 train steps, 200 batches, 5 G forwards)."
+)
+_BATCH = flags.DEFINE_integer(
+    "batch", None, "g_forward: batch size (default: the config's); inception: default 64."
+)
+_FEATURES = flags.DEFINE_string(
+    "features", None, "inception: converted FID Inception .npz (default: random weights)."
+)
+_RESOLUTION = flags.DEFINE_integer("resolution", 256, "inception: input image side.")
+_SPACE = flags.DEFINE_enum("space", "w", ["w", "w+"], "project: latent space.")
+_LPIPS = flags.DEFINE_string(
+    "lpips", None, "project: converted LPIPS .npz (default: random VGG16/LPIPS weights)."
+)
+_REFERENCE = flags.DEFINE_enum(
+    "reference",
+    None,
+    ["torch"],
+    "Also time the PyTorch reference in this run (DCGAN train step; NVlabs G for g_forward).",
+)
+_SG2ADA_SRC = flags.DEFINE_string(
+    "sg2ada_src",
+    None,
+    "g_forward --reference torch: local extract of NVlabs/stylegan2-ada-pytorch.",
+)
+_THREADS = flags.DEFINE_integer("torch_threads", None, "Threads for the PyTorch reference.")
 
 
 def main(argv):
     del argv
+    if _WHAT.value == "inception":  # needs no config
+        r = benchmark.bench_inception(
+            batch=_BATCH.value or 64,
+            resolution=_RESOLUTION.value,
+            steps=_STEPS.value or 5,
+            features=_FEATURES.value,
+        )
+        print(r.line())
+        return
+    if _WHAT.value == "project":  # --config optional (default: stylegan2_ada.py:paper256)
+        # e.g. python launch/benchmark.py --what project --batch 8 --steps 2
+        r = benchmark.bench_project(
+            _CONFIG.value,
+            batch=_BATCH.value or 1,
+            steps=_STEPS.value or 3,
+            space=_SPACE.value,
+            features=_LPIPS.value,
+        )
+        print(r.line())
+        return
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required (except for --what inception)")
+    if _WHAT.value == "g_forward":
+        ref = None
+        if _REFERENCE.value == "torch":
+            import bench_stylegan2_torch  # launch/, beside this file
+
+            def ref(kwargs, batch):
+                return bench_stylegan2_torch.g_forward(
+                    kwargs, batch, _SG2ADA_SRC.value, _THREADS.value
+                )
+
+        r = benchmark.bench_g_forward(
+            _CONFIG.value, batch=_BATCH.value, steps=_STEPS.value or 5, reference=ref
+        )
+        print(r.line())
+        return
     if _WHAT.value == "train_step":
         r = benchmark.bench_train_step(_CONFIG.value, steps=_STEPS.value or 10)
     else:
@@ -38,5 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
     app.run(main)

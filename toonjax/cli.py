@@ -10,6 +10,9 @@
     toonjax mix | interpolate | blend | sefa | sefa-apply   (toonify tools; see
         toonjax.tools.toonify_cli)
     toonjax convert-features inception pt_inception-2015-12-05-6726825d.pth OUT.npz
+    toonjax convert-features vgg16|lpips vgg16-397923af.pth|vgg.pth OUT.npz   (projector loss)
+    toonjax project --network NET --target photo.png [--space w|w+] [--preset fast|reference]
+        [--steps 1000] --outdir OUT
     toonjax metrics --network NET --data DATASET --metrics fid50k_full,kid50k_full --features F
     toonjax fid PATH_A PATH_B --features F      (folders, zips or packed datasets)
 
@@ -181,10 +184,59 @@ def _add_network_parsers(sub) -> None:
 
 
 def _cmd_convert_features(args: argparse.Namespace) -> None:
+    if args.kind in ("vgg16", "lpips"):
+        from toonjax.convert import vgg
+
+        out = vgg.save_weights(args.out, args.kind, vgg.convert_weights(args.kind, args.src))
+        print(f"converted {args.src} ({args.kind}) to {out}")
+        return
     from toonjax.metrics import inception
 
     out = inception.convert_features(args.kind, args.src, args.out)
     print(f"converted {args.src} to {out}")
+
+
+def _cmd_project(args: argparse.Namespace) -> None:
+    from toonjax.tools import project
+
+    project.project_files(
+        args.network,
+        args.target,
+        args.outdir,
+        space=args.space,
+        preset=args.preset,
+        num_steps=args.steps,
+        lpips_path=args.lpips,
+        vgg16_path=args.vgg16,
+        seed=args.seed,
+        class_idx=args.class_idx,
+        video=args.save_video,
+    )
+
+
+def _add_project_parser(sub) -> None:
+    p = sub.add_parser("project", help="find the w / w+ (and noise) of target images")
+    p.add_argument("--network", required=True, help="directory from `convert`, or a .pkl/.pt")
+    p.add_argument("--target", required=True, nargs="+", help="image file(s), one batch")
+    p.add_argument("--outdir", required=True, help="NAME_projected_w.npz, _proj/_side.png ...")
+    p.add_argument("--space", choices=["w", "w+"], default="w")
+    p.add_argument(
+        "--preset",
+        choices=["reference", "fast"],
+        default="reference",
+        help="reference: NVlabs projector.py (1000 steps); fast: 250 steps, early stop",
+    )
+    p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    p.add_argument("--seed", type=int, default=303, help="target i uses seed + i")
+    p.add_argument("--class", dest="class_idx", type=int, default=None, help="class (cond. nets)")
+    p.add_argument(
+        "--lpips", default=None, help="LPIPS weights (default $TOONJAX_FEATURES/lpips_vgg.npz)"
+    )
+    p.add_argument(
+        "--vgg16", default=None, help="VGG16 weights (default $TOONJAX_FEATURES/vgg16.npz)"
+    )
+    p.add_argument("--save-video", action="store_true", help="also NAME_proj.mp4")
+    p.set_defaults(func=_cmd_project)
 
 
 def _cmd_metrics(args: argparse.Namespace) -> None:
@@ -219,9 +271,16 @@ def _cmd_fid(args: argparse.Namespace) -> None:
 
 
 def _add_metrics_parsers(sub) -> None:
-    p = sub.add_parser("convert-features", help="convert feature-network weights (FID Inception)")
-    p.add_argument("kind", choices=["inception"], help="which network")
-    p.add_argument("src", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+    p = sub.add_parser(
+        "convert-features",
+        help="convert feature-network weights (FID Inception; VGG16 / LPIPS for `project`)",
+    )
+    p.add_argument("kind", choices=["inception", "vgg16", "lpips"], help="which network")
+    p.add_argument(
+        "src",
+        help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth, torchvision's "
+        "vgg16-397923af.pth, or the lpips package's weights/v0.1/vgg.pth",
+    )
     p.add_argument("out", help="output .npz")
     p.set_defaults(func=_cmd_convert_features)
 
@@ -306,6 +365,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_network_parsers(sub)
     toonify_cli.add_parsers(sub)
     _add_metrics_parsers(sub)
+    _add_project_parser(sub)
     return parser
 
 

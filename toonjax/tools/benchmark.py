@@ -3,6 +3,8 @@
 `launch/benchmark.py --config configs/dcgan.py:toyfaces --what train_step` prints img/s (median
 of timed steps after warm-up, each step awaited with `block_until_ready`), the compile time and
 peak memory. `--what loader` times the grain loader alone on the same dataset and batch size.
+`--what g_forward` times a StyleGAN2 config's `G_ema(z, c, truncation_psi=1, noise_mode='const')`,
+optionally alternating with a reference implementation in the same process.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import importlib
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -28,14 +32,26 @@ class Result:
     peak_device_mb: float | None
     device: str
     batch_size: int
+    note: str = ""  # what was timed, when it is not obvious from `what`
+    reference: dict | None = None  # a reference timed in the same run (img_per_s, step_ms, ...)
 
     def line(self) -> str:
         dev = f"; peak device {self.peak_device_mb:.0f} MB" if self.peak_device_mb else ""
         comp = f"; compile {self.compile_s:.1f} s" if self.compile_s else ""
-        return (
-            f"{self.what}: {self.img_per_s:.1f} img/s (median {self.step_ms:.1f} ms per batch of "
-            f"{self.batch_size}){comp}; peak host RSS {self.peak_host_mb:.0f} MB{dev}; {self.device}"
+        note = f" [{self.note}]" if self.note else ""
+        out = (
+            f"{self.what}{note}: {self.img_per_s:.1f} img/s (median {self.step_ms:.1f} ms per "
+            f"batch of {self.batch_size}){comp}; peak host RSS {self.peak_host_mb:.0f} MB{dev}; "
+            f"{self.device}"
         )
+        if self.reference:
+            r = self.reference
+            out += (
+                f"\nreference ({r['name']}): {r['img_per_s']:.1f} img/s (median "
+                f"{r['step_ms']:.1f} ms per batch), timed alternately with toonjax; "
+                f"toonjax / reference = {self.img_per_s / r['img_per_s']:.2f}x"
+            )
+        return out
 
 
 def _peak_host_mb() -> float:
@@ -131,4 +147,241 @@ def bench_loader(config: ml_collections.ConfigDict, steps: int = 200, warmup: in
         None,
         "host CPU",
         config.batch_size,
+    )
+
+
+def g_forward_kwargs(config: ml_collections.ConfigDict) -> tuple[dict, str]:
+    """Generator kwargs of a StyleGAN2 config for timing, and the precision note.
+
+    On CPU the timed network is float32 throughout (num_fp16_res=0, conv_clamp=None), as the
+    reference's own CPU path and the shared torch anchor run it: reduced precision only pays on
+    GPUs (bfloat16 on XLA:CPU is slower than float32). Elsewhere the config's values are kept.
+    """
+    net = config.net
+    if "G_kwargs" not in net:
+        raise ValueError(
+            "--what g_forward needs a StyleGAN2 config with net.G_kwargs "
+            "(configs/stylegan2_ada.py), not a config of model " + repr(config.get("model"))
+        )
+    kw = dict(
+        net.G_kwargs.to_dict(),
+        c_dim=0,
+        img_resolution=net.resolution,
+        img_channels=net.get("img_channels", 3),
+    )
+    if jax.default_backend() == "cpu":
+        kw["synthesis_kwargs"] = dict(kw["synthesis_kwargs"], num_fp16_res=0, conv_clamp=None)
+        return kw, "float32, num_fp16_res=0, conv_clamp=None"
+    s = kw["synthesis_kwargs"]
+    return kw, f"num_fp16_res={s.get('num_fp16_res', 0)}, conv_clamp={s.get('conv_clamp')}"
+
+
+def random_variables(module, *args, seed: int = 0):
+    """Variables of `module` with the right names and shapes, N(0, 1) from numpy.
+
+    `module.init` would compile dozens of threefry calls (seconds on XLA:CPU); timing does not
+    care about the values. Noise buffers and weights are N(0, 1) as NVlabs initialises them.
+    """
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *args))
+    rng = np.random.RandomState(seed)
+    return jax.tree.map(lambda s: jnp.asarray(np.asarray(rng.randn(*s.shape), np.float32)), shapes)
+
+
+def bench_g_forward(
+    config: ml_collections.ConfigDict,
+    batch: int | None = None,
+    steps: int = 5,
+    warmup: int = 2,
+    reference: Callable[[dict, int], Callable[[], None]] | None = None,
+) -> Result:
+    """Times the jitted StyleGAN2 `G_ema(z, c, truncation_psi=1, noise_mode='const')` forward.
+
+    `batch` defaults to `config.batch_size`. `reference(kwargs, batch)`, when given, returns a
+    zero-argument callable that runs the reference once (blocking); it is timed alternately
+    with toonjax, step by step, so both see the same machine (this CPU's speed drifts by up to
+    2x). The peak host RSS is read before the reference is built.
+    """
+    from toonjax.nets.stylegan2 import Generator
+
+    kwargs, note = g_forward_kwargs(config)
+    batch = batch or config.batch_size
+    G = Generator(**kwargs)
+    rng = np.random.RandomState(config.seed)
+    z = jnp.asarray(rng.randn(batch, G.z_dim).astype(np.float32))
+    variables = random_variables(G, z, None, seed=config.seed)
+    fwd = jax.jit(lambda v, z: G.apply(v, z, None, truncation_psi=1, noise_mode="const"))
+    t = time.perf_counter()
+    compiled = fwd.lower(variables, z).compile()
+    compile_s = time.perf_counter() - t
+
+    def step():
+        compiled(variables, z).block_until_ready()
+
+    for _ in range(warmup):
+        step()
+    peak_host = _peak_host_mb()
+    ref_step = None
+    if reference is not None:
+        ref_step = reference(kwargs, batch)
+        for _ in range(warmup):
+            ref_step()
+    times, ref_times = [], []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+        if ref_step is not None:
+            t = time.perf_counter()
+            ref_step()
+            ref_times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    ref = None
+    if ref_step is not None:
+        rmed = statistics.median(ref_times)
+        ref = dict(
+            name=getattr(ref_step, "name", "reference"),
+            img_per_s=batch / rmed,
+            step_ms=rmed * 1e3,
+            times_s=ref_times,
+        )
+    return Result(
+        "g_forward",
+        batch / med,
+        med * 1e3,
+        compile_s,
+        peak_host if reference is not None else _peak_host_mb(),
+        _peak_device_mb(),
+        _device_name(),
+        batch,
+        note=f"{config.get('cfg', '?')} {config.net.resolution}x{config.net.resolution}, {note}",
+        reference=ref,
+    )
+
+
+def bench_inception(
+    batch: int = 64,
+    resolution: int = 256,
+    steps: int = 5,
+    warmup: int = 1,
+    features: str | None = None,
+    num_devices: int | None = None,
+) -> Result:
+    """Times FID feature extraction (`toonjax.metrics.stats.Extractor`: uint8 -> resize to 299
+    -> Inception pool3, batch sharded over the local devices) on `resolution`-sized images.
+
+    With `features` (a converted .npz or pytorch-fid's .pth) the real weights are used; else
+    random He-scaled ones of the same shapes (the speed does not depend on the values).
+    """
+    from toonjax.metrics import inception, stats
+
+    if features:
+        net = inception.load_feature_net(features)
+    else:
+        rng = np.random.RandomState(0)
+
+        def init(name, shape):
+            if name.endswith("/var"):
+                return np.ones(shape, np.float32)
+            if name.endswith("kernel"):
+                fan_in = int(np.prod(shape[:-1]))
+                return (rng.randn(*shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+            return np.zeros(shape, np.float32)
+
+        flat = {k: init(k, s) for k, s in inception.expected_shapes().items()}
+        params = inception._unflatten(flat)
+        module = inception.InceptionV3FID()
+        net = inception.FeatureNet(
+            module, {"params": jax.tree.map(jnp.asarray, params)}, "random", "random"
+        )
+    ext = stats.Extractor(net, batch_size=batch, num_devices=num_devices)
+    images = np.random.RandomState(1).randint(0, 256, (ext.batch_size, resolution, resolution, 3))
+    images = images.astype(np.uint8)
+    t = time.perf_counter()
+    ext(images)  # first call compiles
+    compile_s = time.perf_counter() - t
+    for _ in range(warmup):
+        ext(images)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        ext(images)
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    return Result(
+        "inception",
+        ext.batch_size / med,
+        med * 1e3,
+        compile_s,
+        _peak_host_mb(),
+        _peak_device_mb(),
+        _device_name(),
+        ext.batch_size,
+        note=f"FID Inception pool3 of {resolution}x{resolution} uint8 images, float32 highest",
+    )
+
+
+def bench_project(
+    config: ml_collections.ConfigDict | None = None,
+    batch: int = 1,
+    steps: int = 3,
+    space: str = "w",
+    features: str | None = None,
+) -> Result:
+    """Seconds per projector step (`toonjax.tools.project`, reference preset) for `batch` targets.
+
+    The generator is the config's (default: configs/stylegan2_ada.py:paper256, 256x256, z/w 512,
+    mapping 8, channel_base 16384, channel_max 512) with random weights; the LPIPS-VGG16 is the
+    converted `features` file or random weights (timing does not depend on the values). Runs
+    2 x `steps` steps as two jitted chunks: the first includes compilation, the second is timed;
+    the 1000-step time is extrapolated from it (every step costs the same).
+    """
+    from toonjax.nets import vgg
+    from toonjax.nets.stylegan2 import Generator
+    from toonjax.tools import project as P
+
+    if config is None:
+        import importlib.util
+        from pathlib import Path
+
+        path = Path(__file__).resolve().parents[2] / "configs" / "stylegan2_ada.py"
+        spec = importlib.util.spec_from_file_location("stylegan2_ada_config", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        config = mod.get_config("paper256")
+    kwargs, note = g_forward_kwargs(config)
+    G = Generator(**kwargs)
+    z = jnp.zeros((1, G.z_dim), jnp.float32)
+    variables = random_variables(G, z, None, seed=0)
+    # Noise buffers from N(0,1) as NVlabs initialises them; mapping w_avg is not used here.
+    if features:
+        from toonjax.convert.vgg import load_lpips
+
+        lpips = load_lpips(features)
+    else:
+        lp = vgg.LPIPS()
+        x = jnp.zeros((1, 32, 32, 3))
+        lpips = (lp, random_variables(lp, x, x, seed=1))
+        lpips = (lp, jax.tree.map(lambda a: jnp.abs(a) * 0.01, lpips[1]))
+    rng = np.random.RandomState(0)
+    res = G.img_resolution
+    targets = rng.randint(0, 256, (batch, res, res, 3)).astype(np.uint8)
+    cfg = P.get_config("reference", num_steps=2 * steps, chunk=steps)
+    t = time.perf_counter()
+    r = P.project((G, variables), targets, space=space, config=cfg, lpips=lpips)
+    total = time.perf_counter() - t
+    step_s = r.chunk_seconds[1] / steps
+    return Result(
+        "project",
+        batch / step_s,
+        step_s * 1e3,
+        r.chunk_seconds[0] - r.chunk_seconds[1],  # first chunk minus a compiled one
+        _peak_host_mb(),
+        _peak_device_mb(),
+        _device_name(),
+        batch,
+        note=(
+            f"{config.get('cfg', '?')} {res}x{res}, space {space}, {batch} target(s), {note}; "
+            f"{steps} timed steps -> {step_s:.2f} s per step, {1000 * step_s:.0f} s per 1000 "
+            f"steps (extrapolated); whole call {total:.0f} s; img/s = target-steps per second"
+        ),
     )

@@ -391,37 +391,9 @@ _EXPECTED_PTH = "the pytorch-fid Inception weights (pt_inception-2015-12-05-6726
 
 def read_pth_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A plain torch.save state dict (zip or legacy container) as numpy, without torch."""
-    from toonjax.convert.safe_pickle import (
-        TORCH_TENSOR_GLOBALS,
-        describe_start,
-        is_torch_legacy,
-        load_torch_legacy,
-        load_torch_zip,
-        read_file,
-    )
+    from toonjax.convert.vgg import read_torch_state_dict
 
-    source = os.fspath(path)
-    data = read_file(path, _EXPECTED_PTH)
-    kw = {
-        "source": source,
-        "allowed": TORCH_TENSOR_GLOBALS,
-        "expected": _EXPECTED_PTH,
-        "kind": "weights file",
-    }
-    if data.startswith(b"PK\x03\x04"):
-        obj = load_torch_zip(data, **kw)
-    elif is_torch_legacy(data):
-        obj = load_torch_legacy(data, **kw)
-    else:
-        raise ConvertError(
-            f"{source}: not a torch.save file (it is {describe_start(data)}); "
-            f"expected {_EXPECTED_PTH}"
-        )
-    if not isinstance(obj, dict) or not all(
-        isinstance(k, str) and isinstance(v, np.ndarray) for k, v in obj.items()
-    ):
-        raise ConvertError(f"{source}: not a plain state dict; expected {_EXPECTED_PTH}")
-    return dict(obj)
+    return read_torch_state_dict(path, _EXPECTED_PTH)
 
 
 def params_hash(params: dict) -> str:

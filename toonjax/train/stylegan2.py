@@ -470,7 +470,6 @@ def _preset_hint(problems: list[str]) -> str:
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
     """Trains StyleGAN2(-ADA) as `config` says, checkpointing to and resuming from `workdir`."""
-    from toonjax.data import records
     from toonjax.train import loop
 
     c_dim = 0
@@ -512,7 +511,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
             )
         return state
 
-    del records
     return loop.run(
         loop_config(config),
         workdir,

@@ -81,6 +81,13 @@ PRESETS = tuple(CFG_SPECS)
 DEFAULT_RES = {"auto": 256, "stylegan2": 1024, "paper256": 256, "paper512": 512,
                "paper1024": 1024, "cifar": 32}  # fmt: skip
 FLAGS = ("cond", "mirror", "resume", "runlocal")
+# Recipes: a preset plus the settings of one of this project's use cases (see the docstring).
+RECIPES = {
+    "toyfaces": dict(preset="auto", res=64, flags=()),
+    "webtoon": dict(preset="paper256", res=256, batch=8, flags=("mirror", "resume")),
+    "emoji": dict(preset="paper256", res=256, batch=16, flags=("mirror", "resume")),
+    "toonify": dict(preset="paper256", res=256, batch=16, flags=("mirror", "resume")),
+}
 VALUED = ("res", "gpus", "batch")
 
 
@@ -104,7 +111,7 @@ def _parse(arg: str) -> tuple[str, dict, set]:
                 ) from None
             if values[key] < 1:
                 raise ValueError(f"configs/stylegan2_ada.py: {key}= must be >= 1, got {val}")
-        elif tok in CFG_SPECS:
+        elif tok in CFG_SPECS or tok in RECIPES:
             if preset is not None:
                 raise ValueError(f"configs/stylegan2_ada.py: two presets, {preset!r} and {tok!r}")
             preset = tok
@@ -138,6 +145,14 @@ def resolve_spec(preset: str, res: int, gpus: int = 1) -> dict:
 
 def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
     preset, values, flags = _parse(arg)
+    recipe = preset if preset in RECIPES else None
+    if recipe:
+        r = RECIPES[recipe]
+        preset = r["preset"]
+        values.setdefault("res", r["res"])
+        if "batch" in r:
+            values.setdefault("batch", r["batch"])
+        flags |= set(r["flags"])
     res = values.get("res", DEFAULT_RES[preset])
     if res < 4 or res & (res - 1):
         raise ValueError(f"configs/stylegan2_ada.py: res= must be a power of two >= 4, got {res}")
@@ -223,6 +238,10 @@ def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
     c.network_snapshot_ticks = 50
     c.keep_checkpoints = 3
 
+    if recipe:
+        _apply_recipe(c, recipe)
+    c.recipe = recipe or ""
+
     if "runlocal" in flags:
         c.data.path = f"data/toyfaces-{min(res, 16)}-runlocal"
         c.data.toyfaces_n = 64
@@ -237,4 +256,37 @@ def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
         c.total_kimg = 0.012  # 3 iterations of 4 images
         c.kimg_per_tick = 0.004
         c.image_snapshot_ticks = c.network_snapshot_ticks = 1
+        c.freezed = min(c.freezed, 3)  # a 16x16 D has 7 layers before its epilogue
+        c.require_resume = False  # the smoke run trains the shrunken net from scratch
     return c
+
+
+def _apply_recipe(c: ml_collections.ConfigDict, recipe: str) -> None:
+    """The settings a recipe adds on top of its preset (values in the module docstring)."""
+    c.require_resume = recipe != "toyfaces"
+    if recipe == "toyfaces":
+        # CPU-sized: 2 mapping layers (auto), w 128, 64 channels up to 16x16, 32 at 32x32 and 16
+        # at 64x64, float32 throughout. ADA adjusts p 25x faster than the reference's 500 kimg,
+        # in proportion to a run of tens of kimg instead of 25,000.
+        c.net.G_kwargs.z_dim = c.net.G_kwargs.w_dim = 128
+        for kw in (c.net.G_kwargs.synthesis_kwargs, c.net.D_kwargs):
+            kw.channel_base, kw.channel_max, kw.num_fp16_res = 1024, 64, 0
+        c.aug.ada_kimg = 20
+        c.total_kimg = 60.0
+        c.kimg_per_tick = 1.0
+        c.image_snapshot_ticks = c.network_snapshot_ticks = 5
+        return
+    c.data.path = f"data/{recipe}{c.net.resolution}"
+    c.data.toyfaces = False
+    c.total_kimg = 1000.0 if recipe == "webtoon" else 500.0
+    c.kimg_per_tick = 4.0
+    c.image_snapshot_ticks = c.network_snapshot_ticks = 10
+    if recipe == "webtoon":
+        c.aug.augpipe = "bgcfnc"
+    elif recipe == "emoji":
+        c.freezed = 10
+    elif recipe == "toonify":
+        c.aug.augpipe = "bg"
+        c.aug.p = 0.328  # ADA starts here instead of 0 (the fine-tune usually needs it at once)
+        c.loss.r1_gamma = 50.0
+        c.freezed = 10

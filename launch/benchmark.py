@@ -89,6 +89,22 @@ def main(argv):
         )
         print(r.line())
         return
+    if _WHAT.value == "train_step" and "G_kwargs" in _CONFIG.value.get("net", {}):
+        ref = None
+        if _REFERENCE.value == "torch":
+            import bench_stylegan2_torch  # launch/, beside this file
+
+            def ref(config, batch):
+                return bench_stylegan2_torch.train_phases(
+                    config, batch, _SG2ADA_SRC.value, _THREADS.value
+                )
+
+            ref.name = "NVlabs stylegan2-ada-pytorch"
+        r = benchmark.bench_sg2_train(
+            _CONFIG.value, batch=_BATCH.value, steps=_STEPS.value or 3, reference=ref
+        )
+        print(r.line())
+        return
     if _WHAT.value == "train_step":
         r = benchmark.bench_train_step(_CONFIG.value, steps=_STEPS.value or 10)
     else:

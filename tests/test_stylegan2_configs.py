@@ -213,3 +213,48 @@ def test_launch_g_forward(repo_root):
         capture_output=True, text=True, check=True, env={"PATH": "", "JAX_PLATFORMS": "cpu"},
     )  # fmt: skip
     assert "g_forward" in out.stdout and "batch of 2" in out.stdout
+
+
+def test_recipes(cfg_module):
+    c = cfg_module.get_config("toyfaces")
+    assert (c.net.resolution, c.batch_size, c.cfg, c.recipe) == (64, 32, "auto", "toyfaces")
+    assert c.data.toyfaces and c.aug.mode == "ada" and not c.get("require_resume")
+    assert c.net.G_kwargs.synthesis_kwargs.num_fp16_res == 0  # CPU-sized: float32
+    assert c.loss.r1_gamma == pytest.approx(0.0002 * 64**2 / 32)  # auto's gamma at 64, batch 32
+    c = cfg_module.get_config("webtoon")
+    assert (c.net.resolution, c.batch_size, c.aug.augpipe) == (256, 8, "bgcfnc")
+    assert c.data.mirror and c.require_resume and not c.data.toyfaces
+    assert c.net.G_kwargs.mapping_kwargs.num_layers == 8  # FFHQ-256 (paper256) checkpoints
+    assert c.aug.ada_kimg == 100 and c.ema_rampup is None  # transfer learning (train.py --resume)
+    c = cfg_module.get_config("emoji")
+    assert c.data.mirror and c.aug.mode == "ada" and c.freezed == 10 and c.require_resume
+    c = cfg_module.get_config("toonify")
+    assert (c.aug.augpipe, c.aug.p, c.loss.r1_gamma, c.freezed) == ("bg", 0.328, 50.0, 10)
+    assert c.data.mirror and c.aug.mode == "ada"
+    for recipe in ("toyfaces", "webtoon", "emoji", "toonify"):
+        c = cfg_module.get_config(f"{recipe},runlocal")
+        assert c.net.resolution == 16 and not c.get("require_resume") and c.freezed <= 3
+    assert cfg_module.get_config("webtoon,runlocal").aug.augpipe == "bgcfnc"
+    with pytest.raises(ValueError, match="two presets"):
+        cfg_module.get_config("webtoon,paper256")
+
+
+def test_recipe_without_resume_path_is_a_clear_error(cfg_module, tmp_path):
+    from toonjax.errors import ConfigError
+    from toonjax.train import stylegan2
+
+    c = cfg_module.get_config("webtoon")
+    with pytest.raises(ConfigError, match="--config.resume_path=PATH"):
+        stylegan2.train(c, str(tmp_path))
+
+
+def test_sg2_train_step_benchmark(cfg_module):
+    c = cfg_module.get_config("runlocal")
+    c.num_devices = 1
+    c.aug.mode = "noaug"
+    r = benchmark.bench_sg2_train(c, batch=4, steps=1, warmup=0)
+    assert r.batch_size == 4 and r.img_per_s > 0
+    # the amortised iteration: every phase was timed and the note gives sec/kimg
+    for phase in benchmark.SG2_PHASES:
+        assert phase in r.note
+    assert f"{1000 / r.img_per_s:.1f} sec/kimg" in r.note

@@ -176,6 +176,7 @@ def test_one_and_eight_devices_give_the_same_iterations(repo_root, tmp_path):
             repo_root,
             tmp_path,
             batch_size=8,
+            batch_gpu=8,
             **{"net.D_kwargs.epilogue_kwargs.mbstd_group_size": 1},
         ),
         str(tmp_path / "one"),
@@ -185,6 +186,7 @@ def test_one_and_eight_devices_give_the_same_iterations(repo_root, tmp_path):
             repo_root,
             tmp_path,
             batch_size=8,
+            batch_gpu=8,
             num_devices=8,
             **{"net.D_kwargs.epilogue_kwargs.mbstd_group_size": 1},
         ),
@@ -209,3 +211,106 @@ def test_ada_raises_p_by_the_reference_step_inside_training(repo_root, tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {"ada_p", "rt", "loss_G", "loss_D"} <= rows[-1].keys()
     assert -1 <= rows[-1]["rt"] <= 1
+
+
+def _phases(c, batch_gpu, n_dev=1):
+    """Phases with plain SGD (lr 1: the update is minus the gradient) at `batch_gpu`."""
+    import optax
+
+    c = c.copy_and_resolve_references()
+    c.batch_gpu = batch_gpu
+    G, D = sg2.build_networks(c)
+    tx = optax.sgd(1.0)
+    state = sg2.init_state(c, G, D, tx, tx, 0)
+    return sg2.Phases(c, G, D, tx, tx, 0, n_dev=n_dev), state
+
+
+def _assert_same_updates(a, b, skip=()):
+    flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
+    flat_b = jax.tree.leaves(b)
+    checked = 0
+    for (path, x), y in zip(flat_a, flat_b, strict=True):
+        name = jax.tree_util.keystr(path)
+        if any(s in name for s in skip):
+            continue
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-6, err_msg=name)
+        checked += 1
+    assert checked > 4
+
+
+def test_gradient_accumulation_equals_the_whole_batch(repo_root, tmp_path):
+    """batch 8 in 2 rounds of batch_gpu 4 = one round of 8, for losses without cross-sample terms.
+
+    Minibatch-std group 1 and no style mixing make every loss a mean of per-sample terms; the
+    noise strengths start at 0, so the noise maps (drawn per round) do not change any image.
+    """
+    _check_accumulation(repo_root, tmp_path, ("d_step", "g_step"))
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_of_the_regularisers(repo_root, tmp_path):
+    _check_accumulation(repo_root, tmp_path, ("d_reg_step",), check_pl=True)
+
+
+def _check_accumulation(repo_root, tmp_path, phases, check_pl=False):
+    c = _runlocal(repo_root, tmp_path, batch_size=8)
+    c.loss.style_mixing_prob = 0.0
+    c.net.D_kwargs.epilogue_kwargs.mbstd_group_size = 1
+    rng = np.random.default_rng(0)
+    batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3)), jnp.uint8)}
+    one, s1 = _phases(c, 8)
+    two, s2 = _phases(c, 4)
+    assert (one.rounds(8), two.rounds(8)) == (1, 2)
+    for phase in phases:
+        a, ma = jax.jit(getattr(one, phase))(s1, batch)
+        b, mb = jax.jit(getattr(two, phase))(s2, batch)
+        # noise strengths: their gradients depend on the noise maps, drawn per round
+        _assert_same_updates(a.G["params"], b.G["params"], skip=("noise_strength",))
+        _assert_same_updates(a.D["params"], b.D["params"])
+        for k in ma:
+            np.testing.assert_allclose(float(ma[k]), float(mb[k]), rtol=1e-4, err_msg=k)
+    if check_pl:  # each round regularises its micro-batch // pl_batch_shrink
+        b, m = jax.jit(two.g_reg_step)(s2, batch)
+        assert np.isfinite(float(m["loss_Gpl"])) and float(b.pl_mean) > 0
+
+
+def test_gradient_accumulation_rounds_and_errors(repo_root, tmp_path):
+    c = _runlocal(repo_root, tmp_path, batch_size=16)
+    ph, _ = _phases(c, 4, n_dev=2)
+    assert ph.rounds(16) == 2  # 8 per device in rounds of 4
+    ph, _ = _phases(c, 16, n_dev=2)
+    assert ph.rounds(16) == 1
+    ph, _ = _phases(c, 3)
+    with pytest.raises(Exception, match="batch_gpu=3 does not divide the per-device batch 16"):
+        ph.rounds(16)
+    # Round r takes every device's r-th slice: no sample crosses devices.
+    ph, _ = _phases(c, 4, n_dev=2)
+    x = jnp.arange(16)
+    np.testing.assert_array_equal(
+        np.asarray(ph._split(x, 2)), [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]
+    )
+
+
+def _recipe_smoke(repo_root, tmp_path, recipe):
+    c = load_config(repo_root, f"{recipe},runlocal")
+    c.data.path = str(tmp_path / "toy16")
+    c.data.toyfaces = True
+    c.num_devices = 1
+    c.total_kimg = 0.004  # one iteration
+    state = train_and_evaluate(c, str(tmp_path / "run"))
+    assert int(state.step) == 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.G["params"]))
+    assert (tmp_path / "run" / "samples" / "latest.png").exists()
+    return state
+
+
+def test_toyfaces_recipe_runlocal_one_step(repo_root, tmp_path):
+    _recipe_smoke(repo_root, tmp_path, "toyfaces")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["webtoon", "emoji", "toonify", "paper256"])
+def test_recipe_runlocal_one_step(repo_root, tmp_path, recipe):
+    state = _recipe_smoke(repo_root, tmp_path, recipe)
+    if recipe == "toonify":  # ADA starts from p = 0.328
+        assert float(state.ada_p) == pytest.approx(0.328)

@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -384,4 +385,138 @@ def bench_project(
             f"{steps} timed steps -> {step_s:.2f} s per step, {1000 * step_s:.0f} s per 1000 "
             f"steps (extrapolated); whole call {total:.0f} s; img/s = target-steps per second"
         ),
+    )
+
+
+SG2_PHASES = ("g_step", "d_step", "g_reg_step", "d_reg_step", "ema_step")
+
+
+def sg2_train_config(config: ml_collections.ConfigDict, batch: int) -> tuple[Any, str]:
+    """The config timed by `bench_sg2_train`: `batch` images per iteration, no accumulation.
+
+    On CPU the networks are float32 (num_fp16_res=0, conv_clamp=None), as the reference runs
+    there; elsewhere the config's precision is kept.
+    """
+    c = config.copy_and_resolve_references()
+    n_dev = len(jax.local_devices()) if not c.get("num_devices") else c.num_devices
+    c.batch_size, c.batch_gpu = batch, batch // n_dev
+    if jax.default_backend() == "cpu":
+        for kw in (c.net.G_kwargs.synthesis_kwargs, c.net.D_kwargs):
+            kw.num_fp16_res, kw.conv_clamp = 0, None
+        return c, "float32, num_fp16_res=0, conv_clamp=None"
+    s = c.net.D_kwargs
+    return c, f"num_fp16_res={s.get('num_fp16_res', 0)}, conv_clamp={s.get('conv_clamp')}"
+
+
+def bench_sg2_train(
+    config: ml_collections.ConfigDict,
+    batch: int | None = None,
+    steps: int = 3,
+    warmup: int = 1,
+    ada_p: float = 0.2,
+    reference: Callable[[ml_collections.ConfigDict, int], dict[str, Callable]] | None = None,
+) -> Result:
+    """Times each jitted StyleGAN2-ADA phase and amortises them into one iteration.
+
+    iteration = g_step + d_step + ema_step + g_reg_step / G_reg_interval
+                + d_reg_step / D_reg_interval        (what the training loop runs on average)
+
+    `batch` defaults to the config's per-GPU batch (`batch_gpu`) on every local device. With
+    augmentation on, p is set to `ada_p` (at p=0 the pipeline still runs; every op is drawn).
+    `reference(config, batch)` returns {phase: zero-argument callable}; each reference phase is
+    timed alternately with toonjax's. Inputs are random images (the loader is timed apart).
+    """
+    from toonjax.train import common
+    from toonjax.train import stylegan2 as sg2
+
+    if "G_kwargs" not in config.get("net", {}):
+        raise ValueError("--what train_step for StyleGAN2 needs configs/stylegan2_ada.py")
+    n_dev = len(jax.local_devices()) if not config.get("num_devices") else config.num_devices
+    batch = batch or config.batch_gpu * n_dev
+    c, precision = sg2_train_config(config, batch)
+    mesh = common.make_mesh(n_dev)
+    G, D = sg2.build_networks(c)
+    res = c.net.resolution
+    d_shapes = jax.eval_shape(
+        lambda: D.init(jax.random.key(0), jnp.zeros((1, res, res, 3)), jnp.zeros((1, 0)))
+    )["params"]
+    g_tx, d_tx = sg2.make_optimizers(c, d_shapes, sg2.frozen_layers(c, D, d_shapes))
+    repl = common.replicated(mesh)
+    state = jax.device_put(sg2.init_state(c, G, D, g_tx, d_tx, 0), repl)
+    if c.aug.mode != "noaug":
+        state = state.replace(ada_p=jax.device_put(jnp.float32(ada_p), repl))
+    ph = sg2.Phases(c, G, D, g_tx, d_tx, 0, n_dev=n_dev)
+    rng = np.random.default_rng(0)
+    batch_arrays = jax.device_put(
+        {"image": rng.integers(0, 256, (batch, res, res, 3), dtype=np.uint8)},
+        common.batch_sharded(mesh),
+    )
+    fns = {
+        "g_step": ph.g_step,
+        "d_step": ph.d_step,
+        "g_reg_step": ph.g_reg_step,
+        "d_reg_step": ph.d_reg_step,
+        "ema_step": lambda s, b: (ph.ema_step(s, batch), {}),
+    }
+    ref_fns = reference(c, batch) if reference is not None else {}
+    compile_s, times, ref_times = 0.0, {}, {}
+    for name in SG2_PHASES:
+        t = time.perf_counter()
+        fn = jax.jit(fns[name], donate_argnums=0).lower(state, batch_arrays).compile()
+        compile_s += time.perf_counter() - t
+        ref = ref_fns.get(name)
+        ours, theirs = [], []
+        for i in range(warmup + steps):
+            t = time.perf_counter()
+            state, m = fn(state, batch_arrays)
+            jax.block_until_ready((state, m))
+            dt = time.perf_counter() - t
+            if ref is not None:
+                t = time.perf_counter()
+                ref()
+                if i >= warmup:
+                    theirs.append(time.perf_counter() - t)
+            if i >= warmup:
+                ours.append(dt)
+        times[name] = statistics.median(ours)
+        if theirs:
+            ref_times[name] = statistics.median(theirs)
+
+    def amortised(t: dict) -> float:
+        return (
+            t["g_step"]
+            + t["d_step"]
+            + t.get("ema_step", 0.0)
+            + (t["g_reg_step"] / c.G_reg_interval if c.loss.pl_weight > 0 else 0.0)
+            + (t["d_reg_step"] / c.D_reg_interval if c.loss.r1_gamma > 0 else 0.0)
+        )
+
+    it = amortised(times)
+    aug = "noaug" if c.aug.mode == "noaug" else f"ADA {c.aug.augpipe} at p={ada_p}"
+    phases = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in times.items())
+    note = (
+        f"StyleGAN2-ADA iteration {res}x{res}, {aug}, {precision}; "
+        f"{1000 * it / batch:.1f} sec/kimg; phases: {phases}"
+    )
+    ref = None
+    if ref_times:
+        rit = amortised(ref_times)
+        rphases = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in ref_times.items())
+        ref = dict(
+            name=getattr(reference, "name", "reference")
+            + f"; {1000 * rit / batch:.1f} sec/kimg; phases: {rphases}",
+            img_per_s=batch / rit,
+            step_ms=rit * 1e3,
+        )
+    return Result(
+        "train_step",
+        batch / it,
+        it * 1e3,
+        compile_s,
+        _peak_host_mb(),
+        _peak_device_mb(),
+        _device_name(),
+        batch,
+        note=note,
+        reference=ref,
     )

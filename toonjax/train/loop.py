@@ -151,10 +151,12 @@ def run(
             if step % config.log_every == 0 or step == steps_total:
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if v is not None}
                 common.check_finite(step, scalars, workdir_path)
+                scalars["kimg"] = step * config.batch_size / 1000.0
                 now = time.perf_counter()
                 if step > step_log:
                     rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
                     scalars["img_per_s"] = rate
+                    scalars["sec_per_kimg"] = 1000.0 / rate
                     scalars["eta_s"] = (steps_total - step) * config.batch_size / rate
                 t_log, step_log = now, step
                 writer.write_scalars(step, scalars)

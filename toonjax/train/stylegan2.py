@@ -139,7 +139,7 @@ def init_state(config, G, D, g_tx, d_tx, c_dim: int) -> SG2State:
         g_opt=g_tx.init(g["params"]),
         d_opt=d_tx.init(dv["params"]),
         ada_p=jnp.asarray(
-            config.aug.get("p", 0.0) if config.aug.mode == "fixed" else 0.0, jnp.float32
+            0.0 if config.aug.mode == "noaug" else config.aug.get("p", 0.0), jnp.float32
         ),
         ada_signs=jnp.zeros((), jnp.float32),
         ada_count=jnp.zeros((), jnp.float32),
@@ -154,9 +154,9 @@ def init_state(config, G, D, g_tx, d_tx, c_dim: int) -> SG2State:
 class Phases:
     """The jitted phase functions for one config (G, D, optimizers, augmentation)."""
 
-    def __init__(self, config, G, D, g_tx, d_tx, c_dim: int):
+    def __init__(self, config, G, D, g_tx, d_tx, c_dim: int, n_dev: int = 1):
         self.config, self.G, self.D, self.g_tx, self.d_tx = config, G, D, g_tx, d_tx
-        self.c_dim = c_dim
+        self.c_dim, self.n_dev = c_dim, n_dev
         self.num_ws = G.num_ws
         self.aug_mode = config.aug.mode
         if self.aug_mode not in ("noaug", "fixed", "ada"):
@@ -210,123 +210,211 @@ class Phases:
             img = self.augment(img, key, p)
         return self.D.apply({"params": d_params}, img, c)
 
+    # ---- gradient accumulation
+
+    def rounds(self, n: int) -> int:
+        """Micro-batches per phase: the per-device batch over `batch_gpu` (1 when it fits)."""
+        per_device = n // self.n_dev
+        bg = self.config.get("batch_gpu", 0) or per_device
+        if per_device <= bg:
+            return 1
+        if per_device % bg:
+            raise ConfigError(
+                f"config.batch_gpu={bg} does not divide the per-device batch {per_device} "
+                f"(batch_size {n} over {self.n_dev} devices); pick a divisor"
+            )
+        return per_device // bg
+
+    def _split(self, tree, rounds: int):
+        """[N, ...] -> [rounds, N / rounds, ...], round r taking each device's r-th slice."""
+
+        def split(x):
+            x = x.reshape(self.n_dev, rounds, x.shape[0] // (self.n_dev * rounds), *x.shape[1:])
+            x = jnp.swapaxes(x, 0, 1)
+            return x.reshape(rounds, x.shape[1] * x.shape[2], *x.shape[3:])
+
+        return jax.tree.map(split, tree)
+
+    def _accumulate(self, grad_fn, params, carry, data, key, rounds: int):
+        """Runs `grad_fn(params, carry, data_r, key_r) -> (grads, carry, metrics)` per round.
+
+        Returns the mean gradient over the rounds (for a per-sample loss this is the gradient
+        of the whole batch's mean loss; the reference sums them, a constant factor that Adam
+        cancels up to eps), the carry after the last round (w_avg, pl_mean move per round, as
+        in the reference) and the metrics averaged over rounds.
+        """
+        if rounds == 1:
+            return grad_fn(params, carry, data, key)
+        data = self._split(data, rounds)
+        keys = jax.random.split(key, rounds)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+
+        def body(acc, xs):
+            g_sum, carry = acc
+            d, k = xs
+            g, carry, m = grad_fn(params, carry, d, k)
+            return (jax.tree.map(jnp.add, g_sum, g), carry), m
+
+        (g_sum, carry), ms = jax.lax.scan(body, (zeros, carry), (data, keys))
+        grads = jax.tree.map(lambda g: g / rounds, g_sum)
+        return grads, carry, jax.tree.map(lambda m: jnp.mean(m, axis=0), ms)
+
+    def _real(self, batch):
+        real = batch["image"].astype(jnp.float32) / 127.5 - 1.0
+        n = real.shape[0]
+        real_c = batch["label"] if self.c_dim else jnp.zeros((n, 0), jnp.float32)
+        return real, real_c
+
     # ---- phases
 
     def g_step(self, state: SG2State, batch) -> tuple[SG2State, dict]:
         n = batch["image"].shape[0]
-        kz, kg, kd = self._keys(state, 0, 3)
-        z = jax.random.normal(kz, (n, self.G.z_dim))
-        c = self._gen_c(batch, n)
+        kz, key = self._keys(state, 0, 2)
+        data = {"z": jax.random.normal(kz, (n, self.G.z_dim)), "c": self._gen_c(batch, n)}
 
-        def loss_fn(g_params):
-            img, _, buffers = self._run_G(
-                {"params": g_params, "buffers": state.G["buffers"]}, z, c, kg
-            )
-            logits = self._run_D(state.D["params"], img, c, kd, state.ada_p)
-            return losses.g_main_loss(logits), (buffers, logits)
+        def grad_fn(g_params, buffers, d, k):
+            kg, kd = jax.random.split(k)
 
-        (loss, (buffers, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.G["params"]
+            def loss_fn(g_params):
+                img, _, buffers_new = self._run_G(
+                    {"params": g_params, "buffers": buffers}, d["z"], d["c"], kg
+                )
+                logits = self._run_D(state.D["params"], img, d["c"], kd, state.ada_p)
+                return losses.g_main_loss(logits), (buffers_new, logits)
+
+            (loss, (buffers, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(g_params)
+            return grads, buffers, {"loss_G": loss, "scores_fake": jnp.mean(logits)}
+
+        grads, buffers, metrics = self._accumulate(
+            grad_fn, state.G["params"], state.G["buffers"], data, key, self.rounds(n)
         )
         updates, g_opt = self.g_tx.update(grads, state.g_opt, state.G["params"])
         params = optax.apply_updates(state.G["params"], updates)
         state = state.replace(G={"params": params, "buffers": buffers}, g_opt=g_opt)
-        return state, {"loss_G": loss, "scores_fake": jnp.mean(logits)}
+        return state, metrics
 
     def g_reg_step(self, state: SG2State, batch) -> tuple[SG2State, dict]:
         cfg = self.config
-        n = max(batch["image"].shape[0] // cfg.loss.pl_batch_shrink, 1)
-        kz, kg, kn = self._keys(state, 1, 3)
-        z = jax.random.normal(kz, (n, self.G.z_dim))
-        c = self._gen_c(batch, n)
+        n_full = batch["image"].shape[0]
+        rounds = self.rounds(n_full)
+        # Each round regularises its micro-batch // pl_batch_shrink, as the reference does.
+        n = rounds * max(n_full // rounds // cfg.loss.pl_batch_shrink, 1)
+        kz, key = self._keys(state, 1, 2)
+        data = {"z": jax.random.normal(kz, (n, self.G.z_dim)), "c": self._gen_c(batch, n)}
         res = self.G.img_resolution
 
-        def loss_fn(g_params):
-            g = {"params": g_params, "buffers": state.G["buffers"]}
-            _, ws, buffers = self._run_G(g, z, c, kg)
-            variables = {"params": g_params, "buffers": buffers}
-            noise = losses.pl_noise(kn, (n, res, res, 3))
+        def grad_fn(g_params, carry, d, k):
+            kg, kn = jax.random.split(k)
+            m = d["z"].shape[0]
 
-            def synth(ws):
-                return self.G.apply(
-                    variables,
-                    ws,
-                    noise_mode="random",
-                    fused_modconv=False,
-                    method=self.G.synthesize,
-                    rngs={"noise": jax.random.fold_in(kg, 7)},
+            def loss_fn(g_params):
+                g = {"params": g_params, "buffers": carry["buffers"]}
+                _, ws, buffers = self._run_G(g, d["z"], d["c"], kg)
+                variables = {"params": g_params, "buffers": buffers}
+                noise = losses.pl_noise(kn, (m, res, res, 3))
+
+                def synth(ws):
+                    return self.G.apply(
+                        variables,
+                        ws,
+                        noise_mode="random",
+                        fused_modconv=False,
+                        method=self.G.synthesize,
+                        rngs={"noise": jax.random.fold_in(kg, 7)},
+                    )
+
+                loss, aux = losses.path_length_penalty(
+                    synth, ws, noise, carry["pl_mean"], cfg.loss.pl_weight, cfg.loss.pl_decay
                 )
+                return loss * cfg.G_reg_interval, (buffers, aux)
 
-            loss, aux = losses.path_length_penalty(
-                synth, ws, noise, state.pl_mean, cfg.loss.pl_weight, cfg.loss.pl_decay
-            )
-            return loss * cfg.G_reg_interval, (buffers, aux)
+            (loss, (buffers, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(g_params)
+            pl_mean = jax.lax.stop_gradient(aux["pl_mean_new"])
+            carry = {"buffers": buffers, "pl_mean": pl_mean}
+            return grads, carry, {"loss_Gpl": loss / cfg.G_reg_interval}
 
-        (loss, (buffers, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.G["params"])
+        carry0 = {"buffers": state.G["buffers"], "pl_mean": state.pl_mean}
+        grads, carry, metrics = self._accumulate(
+            grad_fn, state.G["params"], carry0, data, key, rounds
+        )
         updates, g_opt = self.g_tx.update(grads, state.g_opt, state.G["params"])
         params = optax.apply_updates(state.G["params"], updates)
         state = state.replace(
-            G={"params": params, "buffers": buffers},
+            G={"params": params, "buffers": carry["buffers"]},
             g_opt=g_opt,
-            pl_mean=jax.lax.stop_gradient(aux["pl_mean_new"]),
+            pl_mean=carry["pl_mean"],
         )
-        return state, {"loss_Gpl": loss / cfg.G_reg_interval, "pl_mean": state.pl_mean}
+        return state, {**metrics, "pl_mean": state.pl_mean}
 
     def d_step(self, state: SG2State, batch) -> tuple[SG2State, dict]:
-        real = batch["image"].astype(jnp.float32) / 127.5 - 1.0
+        real, real_c = self._real(batch)
         n = real.shape[0]
-        real_c = batch["label"] if self.c_dim else jnp.zeros((n, 0), jnp.float32)
-        kz, kg, kf, kr = self._keys(state, 2, 4)
+        kz, key = self._keys(state, 2, 2)
         z = jax.random.normal(kz, (n, self.G.z_dim))
-        c = self._gen_c(batch, n)
-        fake, _, buffers = self._run_G(state.G, z, c, kg)
-        fake = jax.lax.stop_gradient(fake)
+        data = {"z": z, "c": self._gen_c(batch, n), "real": real, "real_c": real_c}
 
-        def loss_fn(d_params):
-            fake_logits = self._run_D(d_params, fake, c, kf, state.ada_p)
-            real_logits = self._run_D(d_params, real, real_c, kr, state.ada_p)
-            return losses.d_main_loss(fake_logits, real_logits), (fake_logits, real_logits)
+        def grad_fn(d_params, buffers, d, k):
+            kg, kf, kr = jax.random.split(k, 3)
+            fake, _, buffers = self._run_G(
+                {"params": state.G["params"], "buffers": buffers}, d["z"], d["c"], kg
+            )
+            fake = jax.lax.stop_gradient(fake)
 
-        (loss, (fake_logits, real_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.D["params"]
+            def loss_fn(d_params):
+                fake_logits = self._run_D(d_params, fake, d["c"], kf, state.ada_p)
+                real_logits = self._run_D(d_params, d["real"], d["real_c"], kr, state.ada_p)
+                return losses.d_main_loss(fake_logits, real_logits), (fake_logits, real_logits)
+
+            (loss, (fake_logits, real_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                d_params
+            )
+            metrics = {
+                "loss_D": loss,
+                "scores_real": jnp.mean(real_logits),
+                "scores_fake_d": jnp.mean(fake_logits),
+                "signs_real": jnp.mean(jnp.sign(real_logits)),  # all-reduced by XLA
+            }
+            return grads, buffers, metrics
+
+        grads, buffers, metrics = self._accumulate(
+            grad_fn, state.D["params"], state.G["buffers"], data, key, self.rounds(n)
         )
         updates, d_opt = self.d_tx.update(grads, state.d_opt, state.D["params"])
         params = optax.apply_updates(state.D["params"], updates)
-        signs = jnp.sum(jnp.sign(real_logits))  # over the global batch: XLA all-reduces it
         state = state.replace(
             D={"params": params},
             d_opt=d_opt,
             G={"params": state.G["params"], "buffers": buffers},
-            ada_signs=state.ada_signs + signs,
+            ada_signs=state.ada_signs + metrics["signs_real"] * n,
             ada_count=state.ada_count + n,
         )
-        return state, {
-            "loss_D": loss,
-            "scores_real": jnp.mean(real_logits),
-            "scores_fake_d": jnp.mean(fake_logits),
-            "signs_real": signs / n,
-        }
+        return state, metrics
 
     def d_reg_step(self, state: SG2State, batch) -> tuple[SG2State, dict]:
         cfg = self.config
-        real = batch["image"].astype(jnp.float32) / 127.5 - 1.0
-        n = real.shape[0]
-        real_c = batch["label"] if self.c_dim else jnp.zeros((n, 0), jnp.float32)
-        (kr,) = self._keys(state, 3, 1)
+        real, real_c = self._real(batch)
+        (key,) = self._keys(state, 3, 1)
 
-        def loss_fn(d_params):
-            loss, aux = losses.r1_penalty(
-                lambda img: self._run_D(d_params, img, real_c, kr, state.ada_p),
-                real,
-                cfg.loss.r1_gamma,
-            )
-            return loss * cfg.D_reg_interval, aux
+        def grad_fn(d_params, carry, d, k):
+            def loss_fn(d_params):
+                loss, aux = losses.r1_penalty(
+                    lambda img: self._run_D(d_params, img, d["real_c"], k, state.ada_p),
+                    d["real"],
+                    cfg.loss.r1_gamma,
+                )
+                return loss * cfg.D_reg_interval, aux
 
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.D["params"])
+            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
+            return grads, carry, {"loss_Dr1": loss / cfg.D_reg_interval}
+
+        data = {"real": real, "real_c": real_c}
+        grads, _, metrics = self._accumulate(
+            grad_fn, state.D["params"], (), data, key, self.rounds(real.shape[0])
+        )
         updates, d_opt = self.d_tx.update(grads, state.d_opt, state.D["params"])
         params = optax.apply_updates(state.D["params"], updates)
         state = state.replace(D={"params": params}, d_opt=d_opt)
-        return state, {"loss_Dr1": loss / cfg.D_reg_interval}
+        return state, metrics
 
     def ema_step(self, state: SG2State, batch_size: int) -> SG2State:
         """G_ema update of the reference, then the iteration count."""
@@ -356,7 +444,13 @@ def make_steps(config, G, D, g_tx, d_tx, mesh, c_dim: int):
     from toonjax.train import common
 
     repl = common.replicated(mesh)
-    ph = Phases(config, G, D, g_tx, d_tx, c_dim)
+    ph = Phases(config, G, D, g_tx, d_tx, c_dim, n_dev=mesh.devices.size)
+    rounds = ph.rounds(config.batch_size)
+    if rounds > 1:
+        print(
+            f"gradient accumulation: {rounds} rounds of {config.batch_gpu} images per device "
+            f"(batch_size {config.batch_size}, batch_gpu {config.batch_gpu})"
+        )
     jit = functools.partial(jax.jit, donate_argnums=0, out_shardings=(repl, repl))
     g_step, g_reg, d_step, d_reg = (
         jit(f) for f in (ph.g_step, ph.g_reg_step, ph.d_step, ph.d_reg_step)
@@ -472,6 +566,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
     """Trains StyleGAN2(-ADA) as `config` says, checkpointing to and resuming from `workdir`."""
     from toonjax.train import loop
 
+    if config.get("require_resume", False) and not config.get("resume_path"):
+        raise ConfigError(
+            f"the {config.recipe!r} recipe fine-tunes a pretrained network: pass "
+            "--config.resume_path=PATH (a toonjax network dir, NVlabs .pkl or rosinality .pt, "
+            "e.g. an FFHQ-256 paper256 checkpoint)"
+        )
     c_dim = 0
     if config.data.get("cond", False):
         meta = loop.prepare_data(config)

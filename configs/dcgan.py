@@ -69,6 +69,17 @@ def get_config(arg: str = "toyfaces") -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict()
     c.loss.real_label = 1.0  # 0.9: one-sided label smoothing
 
+    # ADA (toonjax.augment), as the StyleGAN2-ADA trainer: reals and fakes are augmented with
+    # probability p before D. 'noaug' | 'fixed' (p constant) | 'ada' (p adapted every
+    # ada_interval steps towards E[sign(D(real))] = ada_target at ada_kimg kimg per unit of p).
+    c.aug = ml_collections.ConfigDict()
+    c.aug.mode = "noaug"
+    c.aug.augpipe = "bgc"
+    c.aug.p = 0.0
+    c.aug.ada_target = 0.6
+    c.aug.ada_interval = 4
+    c.aug.ada_kimg = 100
+
     c.batch_size = 32  # global, over all devices
     c.num_devices = 0  # data-parallel devices; 0: every local device
     c.total_steps = 4000

@@ -176,3 +176,35 @@ def test_phase_conv_transpose_matches_the_dilated_definition():
     out = conv_transpose_2x(x, w)
     assert out.shape == (2, 10, 14, 6)
     np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_ada_in_the_dcgan_step(repo_root, tmp_path):
+    """aug: fixed p=0 is the plain step exactly; p=1 changes it; 'ada' moves p as the reference."""
+    c = _small(repo_root, tmp_path)
+    G, D, g_tx, d_tx = dcgan.build(c)
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)}
+    mesh = common.make_mesh(1)
+
+    def run(steps=1, **aug):
+        cfg = c.copy_and_resolve_references()
+        cfg.aug.update(aug)
+        state = dcgan.init_state(cfg, G, D, g_tx, d_tx)
+        step, _ = dcgan.make_steps(cfg, G, D, g_tx, d_tx, mesh)
+        for _ in range(steps):
+            state, m = step(state, batch)
+        return jax.device_get(state), jax.device_get(m)
+
+    plain, _ = run(mode="noaug")
+    p0, _ = run(mode="fixed", p=0.0)
+    p1, m1 = run(mode="fixed", p=1.0)
+    for a, b in zip(jax.tree.leaves(plain.d_params), jax.tree.leaves(p0.d_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(plain.d_params["Conv_0"]["kernel"], p1.d_params["Conv_0"]["kernel"])
+    assert float(m1["ada_p"]) == 1.0 and -1 <= float(m1["rt"]) <= 1
+    # ada_target -1: every adjustment (each 4 steps) raises p by batch * 4 / (ada_kimg * 1000)
+    ada, m = run(steps=8, mode="ada", ada_target=-1.0, ada_kimg=1)
+    np.testing.assert_allclose(float(ada.ada_p), 2 * 8 * 4 / 1000, rtol=1e-6)
+    # ada_target 2: r_t is always below it, p stays at its floor of 0
+    ada, _ = run(steps=4, mode="ada", ada_target=2.0, ada_kimg=1)
+    assert float(ada.ada_p) == 0.0

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from toonjax.errors import ConfigError
 from toonjax.nets.dcgan import Discriminator, Generator
 
 
@@ -33,6 +34,9 @@ class DCGANState:
     g_opt: Any
     d_opt: Any
     rng: jax.Array  # uint32 key data; per-step keys are fold_in(rng, step)
+    ada_p: jax.Array  # augmentation probability (config.aug)
+    ada_signs: jax.Array  # sum of sign(D(real)) since the last ADA adjustment
+    ada_count: jax.Array
 
 
 def build(config: ml_collections.ConfigDict):
@@ -58,6 +62,10 @@ def build(config: ml_collections.ConfigDict):
 
 
 def init_state(config: ml_collections.ConfigDict, G, D, g_tx, d_tx) -> DCGANState:
+    if config.get("aug") is None:  # configs written before `aug` existed
+        config.aug = ml_collections.ConfigDict({"mode": "noaug"})
+    if config.aug.mode not in ("noaug", "fixed", "ada"):
+        raise ConfigError(f"config.aug.mode={config.aug.mode!r}: choose noaug, fixed or ada")
     res, z_dim = config.net.resolution, config.net.z_dim
     key = jax.random.key(config.seed)
     kg, kd, krng = jax.random.split(key, 3)
@@ -72,6 +80,9 @@ def init_state(config: ml_collections.ConfigDict, G, D, g_tx, d_tx) -> DCGANStat
         g_opt=g_tx.init(gv["params"]),
         d_opt=d_tx.init(dv["params"]),
         rng=jax.random.key_data(krng),
+        ada_p=jnp.asarray(0.0 if config.aug.mode == "noaug" else config.aug.p, jnp.float32),
+        ada_signs=jnp.zeros((), jnp.float32),
+        ada_count=jnp.zeros((), jnp.float32),
     )
 
 
@@ -80,12 +91,37 @@ def _bce(logits: jax.Array, target: float) -> jax.Array:
 
 
 def train_step(
-    state: DCGANState, batch: dict[str, jax.Array], *, G, D, g_tx, d_tx, real_label: float
+    state: DCGANState,
+    batch: dict[str, jax.Array],
+    *,
+    G,
+    D,
+    g_tx,
+    d_tx,
+    real_label: float,
+    aug: ml_collections.ConfigDict | None = None,
 ) -> tuple[DCGANState, dict[str, jax.Array]]:
-    """One D update then one G update on a global batch (uint8 images)."""
+    """One D update then one G update on a global batch (uint8 images).
+
+    With `aug` (mode 'fixed' or 'ada'), D sees reals and fakes through the ADA pipeline with
+    probability `state.ada_p`, in both updates (the G loss differentiates through it); in 'ada'
+    mode p moves every `ada_interval` steps by sign(r_t - ada_target) * batch * interval /
+    (ada_kimg * 1000), r_t = E[sign(D(real))] over those steps, as in StyleGAN2-ADA.
+    """
     real = batch["image"].astype(jnp.float32) / 127.5 - 1.0
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    kz, kdrop = jax.random.split(key)
+    kz, kdrop, kar, kaf, kag = jax.random.split(key, 5)
+    use_aug = aug is not None and aug.mode != "noaug"
+    if use_aug:
+        from toonjax.augment import augment  # noqa: PLC0415
+
+        def maybe_aug(img, k):
+            return augment(img, k, state.ada_p, aug.augpipe)
+    else:
+
+        def maybe_aug(img, k):
+            return img
+
     z = jax.random.normal(kz, (real.shape[0], G.z_dim))
 
     def generate(g_params):
@@ -105,11 +141,13 @@ def train_step(
     # ---- D: real and fake in separate passes (separate BatchNorm statistics, as in the paper).
     def d_loss_fn(d_params):
         logit_real, upd = D.apply(
-            {"params": d_params, "batch_stats": state.d_stats}, real, mutable=["batch_stats"]
+            {"params": d_params, "batch_stats": state.d_stats},
+            maybe_aug(real, kar),
+            mutable=["batch_stats"],
         )
         logit_fake, upd = D.apply(
             {"params": d_params, "batch_stats": upd["batch_stats"]},
-            jax.lax.stop_gradient(fake),
+            maybe_aug(jax.lax.stop_gradient(fake), kaf),
             mutable=["batch_stats"],
         )
         loss = _bce(logit_real, real_label) + _bce(logit_fake, 0.0)
@@ -125,7 +163,9 @@ def train_step(
     # statistics from this pass are not kept: D always runs in training mode).
     def g_loss_fn(fake):
         logits, _ = D.apply(
-            {"params": d_params, "batch_stats": d_stats}, fake, mutable=["batch_stats"]
+            {"params": d_params, "batch_stats": d_stats},
+            maybe_aug(fake, kag),
+            mutable=["batch_stats"],
         )
         return jax.nn.softplus(-logits).mean()
 
@@ -134,7 +174,19 @@ def train_step(
     g_updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
+    n = real.shape[0]
+    signs = state.ada_signs + jnp.sum(jnp.sign(logit_real))
+    count = state.ada_count + n
+    p, rt = state.ada_p, signs / count
+    if use_aug and aug.mode == "ada":
+        due = (state.step + 1) % aug.ada_interval == 0
+        adjust = jnp.sign(rt - aug.ada_target) * (n * aug.ada_interval) / (aug.ada_kimg * 1000)
+        p = jnp.where(due, jnp.maximum(p + adjust, 0.0), p)
+        signs, count = jnp.where(due, 0.0, signs), jnp.where(due, 0.0, count)
     new_state = state.replace(
+        ada_p=p,
+        ada_signs=signs,
+        ada_count=count,
         step=state.step + 1,
         g_params=g_params,
         g_stats=g_stats,
@@ -149,6 +201,8 @@ def train_step(
         "d_real": jax.nn.sigmoid(logit_real).mean(),
         "d_fake": jax.nn.sigmoid(logit_fake).mean(),
     }
+    if use_aug:
+        metrics.update(ada_p=p, rt=rt)
     return new_state, metrics
 
 
@@ -164,7 +218,13 @@ def make_steps(config: ml_collections.ConfigDict, G, D, g_tx, d_tx, mesh):
     repl = common.replicated(mesh)
     step = jax.jit(
         functools.partial(
-            train_step, G=G, D=D, g_tx=g_tx, d_tx=d_tx, real_label=config.loss.real_label
+            train_step,
+            G=G,
+            D=D,
+            g_tx=g_tx,
+            d_tx=d_tx,
+            real_label=config.loss.real_label,
+            aug=config.get("aug"),
         ),
         donate_argnums=0,
         out_shardings=(repl, repl),

@@ -43,21 +43,46 @@ Arguments after the colon, comma-separated: one preset, then options.
               100 kimg, no EMA ramp-up; give the network with --config.resume_path=PATH.
     runlocal  shrinks anything to a seconds-long smoke run (what the tests launch).
 
+  Recipes (one instead of a preset; options may follow, e.g. `webtoon,res=128`):
+    toyfaces  CPU-sized default at 64x64 on the built-in toy faces: auto (batch 32, gamma
+              0.0256, ema 10 kimg), w 128, 64 channels up to 16x16 then 32 and 16, float32,
+              ADA bgc adjusting at 20 kimg per unit of p (the reference's 500 suits 25,000-kimg
+              runs), 60 kimg (about 45 minutes on 2 CPU cores).
+                toonjax train --config configs/stylegan2_ada.py:toyfaces --workdir runs/sg2-toy
+    webtoon   faces of one webtoon (a few hundred to 1,000): paper256 networks, batch 8, ADA
+              'bgcfnc', mirror, transfer from an FFHQ-256 checkpoint, 1,000 kimg.
+                toonjax train --config configs/stylegan2_ada.py:webtoon --workdir runs/webtoon \
+                  --config.data.path=data/webtoon256 \
+                  --config.resume_path=ffhq-res256-mirror-paper256-noaug.pkl
+    emoji     1,500-3,000 emoji: paper256 networks, batch 16, ADA bgc, mirror, FreezeD 10,
+              transfer from FFHQ-256, 500 kimg.
+                toonjax train --config configs/stylegan2_ada.py:emoji --workdir runs/emoji \
+                  --config.data.path=data/emoji256 --config.resume_path=FFHQ256.pkl
+    toonify   fine-tune FFHQ-256 towards cartoon faces for blending: paper256 networks, batch
+              16, ADA 'bg' starting at p=0.328, gamma 50, mirror, FreezeD 10, 500 kimg.
+                toonjax train --config configs/stylegan2_ada.py:toonify --workdir runs/toon \
+                  --config.data.path=data/cartoon256 --config.resume_path=FFHQ256.pkl
+  The three transfer recipes refuse to start without --config.resume_path (a toonjax network
+  dir, NVlabs .pkl or rosinality .pt of the same architecture).
+
+  Gradient accumulation: each device processes `batch_gpu` images at a time (the reference's
+  per-GPU batch: the preset's batch / ref_gpus, e.g. 8 for paper256); a larger per-device
+  batch runs in rounds whose gradients are averaged before one optimizer step (the reference
+  sums them, a constant factor Adam cancels). `--config.batch_gpu=N` changes it.
+
 Examples:
 
-    python launch/benchmark.py --config configs/stylegan2_ada.py:paper256 --what g_forward \
-        --batch 4 --reference torch --sg2ada_src /tmp/sg2ada   # extract of NVlabs' repository
-    # once the StyleGAN2-ADA trainer lands:
     toonjax train --config configs/stylegan2_ada.py:paper256 --workdir runs/sg2 \
         --config.data.path=data/cartoon256 --config.data.toyfaces=False
+    toonjax train --config configs/stylegan2_ada.py:toyfaces,runlocal --workdir /tmp/smoke
+    python launch/benchmark.py --config configs/stylegan2_ada.py:paper256 --what train_step \
+        --reference torch --sg2ada_src /tmp/sg2ada   # an extract of NVlabs' repository
 
-What to expect: the StyleGAN2-ADA trainer is a later issue; today the config builds the
-networks (`net.G_kwargs`, `net.D_kwargs`, e.g. `Generator(c_dim=0, img_resolution=256,
-img_channels=3, **c.net.G_kwargs.to_dict())`) and drives `launch/benchmark.py --what g_forward`.
-On this project's 2-core CPU a paper256 G_ema forward takes about 0.8 s per batch of 4 on a
-quiet machine (float32, 2.1x the reference's speed in the same run; BENCHMARKS.md). The
-reference trains 256x256 at 21.6-24.2 s/kimg on one V100 (ada-pt README) and needs about an
-hour per kimg on that CPU (shared/notes/anchors/sg2ada-torch-cpu-timing.md).
+What to expect on this project's 2-core CPU: the toyfaces recipe trains at about 24 img/s
+(42 s/kimg) and draws faces after a few tens of kimg; the paper256 iteration timings against
+the reference are in BENCHMARKS.md. The reference trains 256x256 at 21.6-24.2 s/kimg on one
+V100 (ada-pt README) and needs about an hour per kimg on this CPU
+(shared/notes/anchors/sg2ada-torch-cpu-timing.md).
 """
 
 import ml_collections

@@ -430,11 +430,14 @@ class Phases:
         ema = {"params": params, "buffers": state.G["buffers"]}  # buffers are copied
         return state.replace(G_ema=ema, step=state.step + 1)
 
-    def ada_step(self, state: SG2State, batch_size: int) -> tuple[SG2State, jax.Array]:
+    def ada_step(
+        self, state: SG2State, batch_size: int, adjust_p: bool = True
+    ) -> tuple[SG2State, jax.Array]:
+        """r_t over the last `ada_interval` iterations; with `adjust_p` (mode 'ada') p moves."""
         a = self.config.aug
         rt = state.ada_signs / jnp.maximum(state.ada_count, 1)
         adjust = jnp.sign(rt - a.ada_target) * (batch_size * a.ada_interval) / (a.ada_kimg * 1000)
-        p = jnp.maximum(state.ada_p + adjust, 0.0)
+        p = jnp.maximum(state.ada_p + adjust, 0.0) if adjust_p else state.ada_p
         state = state.replace(ada_p=p, ada_signs=jnp.zeros(()), ada_count=jnp.zeros(()))
         return state, rt
 
@@ -460,7 +463,9 @@ def make_steps(config, G, D, g_tx, d_tx, mesh, c_dim: int):
         functools.partial(ph.ema_step, batch_size=bs), donate_argnums=0, out_shardings=repl
     )
     ada = jax.jit(
-        functools.partial(ph.ada_step, batch_size=bs), donate_argnums=0, out_shardings=(repl, repl)
+        functools.partial(ph.ada_step, batch_size=bs, adjust_p=ph.aug_mode == "ada"),
+        donate_argnums=0,
+        out_shardings=(repl, repl),
     )
     counter = {"i": None, "rt": None}
 
@@ -480,7 +485,7 @@ def make_steps(config, G, D, g_tx, d_tx, mesh, c_dim: int):
             state, m = d_reg(state, batch)
             metrics.update(m)
         state = ema(state)
-        if ph.aug_mode == "ada" and (i + 1) % config.aug.ada_interval == 0:
+        if (i + 1) % config.aug.ada_interval == 0:  # r_t is logged in every mode
             state, rt = ada(state)
             counter["rt"] = rt
         metrics["ada_p"] = state.ada_p

@@ -65,6 +65,13 @@ Arguments after the colon, comma-separated: one preset, then options.
   The three transfer recipes refuse to start without --config.resume_path (a toonjax network
   dir, NVlabs .pkl or rosinality .pt of the same architecture).
 
+  Metrics while training: `--config.metrics=fid50k_full` (several: "('fid50k_full','kid50k')";
+  none by default) are computed for G_ema every `metric_ticks` ticks (0: at each network
+  snapshot) with the Inception of `--config.metrics_features=inception.npz` (made by `toonjax
+  convert-features inception`); `metrics_num_gen=N` overrides the generated count. They go to
+  metrics.jsonl / TensorBoard as `metric/NAME` and to WORKDIR/metric-NAME.jsonl; the best G_ema
+  (G, D) by the first metric is kept in WORKDIR/best, a network dir with best.json.
+
   Gradient accumulation: each device processes `batch_gpu` images at a time (the reference's
   per-GPU batch: the preset's batch / ref_gpus, e.g. 8 for paper256); a larger per-device
   batch runs in rounds whose gradients are averaged before one optimizer step (the reference
@@ -261,6 +268,11 @@ def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
     c.kimg_per_tick = 4.0
     c.image_snapshot_ticks = 50
     c.network_snapshot_ticks = 50
+    # Metrics during training (see the docstring); none by default, CPU configs keep it so.
+    c.metrics = ()  # e.g. ('fid50k_full',) or ('fid50k_full', 'kid50k_full')
+    c.metric_ticks = 0  # every N ticks; 0: with every network snapshot
+    c.metrics_features = ""  # the converted FID Inception .npz (toonjax convert-features)
+    c.metrics_num_gen = 0  # generated images per metric; 0: the metric's own (50k for *50k*)
     c.keep_checkpoints = 3
 
     if recipe:

@@ -14,7 +14,7 @@ from toonjax.metrics.inception import (
     load_feature_net,
     params_from_state_dict,
 )
-from toonjax.metrics.metrics import calc_metrics, compare, parse_metrics
+from toonjax.metrics.metrics import calc_metrics, compare, evaluate_bundle, parse_metrics
 from toonjax.metrics.stats import (
     Extractor,
     FeatureStats,
@@ -32,6 +32,7 @@ __all__ = [
     "compare",
     "convert_features",
     "dataset_stats",
+    "evaluate_bundle",
     "frechet_distance",
     "generator_stats",
     "kernel_inception_distance",

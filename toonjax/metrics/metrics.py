@@ -131,43 +131,26 @@ def calc_metrics(
     meta = records.read_metadata(data)
     labels = records.read_labels(data, meta)
     ext = Extractor(net, batch_size=batch_size, num_devices=num_devices)
-    need_feats = any(s.kind == "kid" for s in specs)
-    t0 = time.perf_counter()
-    fakes = generator_stats(
+    results = evaluate_bundle(
         bundle,
+        data,
+        specs,
         ext,
-        max(s.num_gen for s in specs),
         truncation_psi=truncation_psi,
         classes=classes,
         labels=labels,
+        mirror=mirror,
         seed=seed,
-        keep_features=need_feats or len({s.num_gen for s in specs}) > 1,
+        cache_dir=cache_dir,
         verbose=verbose,
     )
-    fake_time = time.perf_counter() - t0
-    reals_by_size: dict[int | None, FeatureStats] = {}
     out = []
-    for spec in specs:
-        t = time.perf_counter()
-        if spec.max_real not in reals_by_size:
-            reals_by_size[spec.max_real] = dataset_stats(
-                data,
-                ext,
-                mirror=mirror,
-                max_items=spec.max_real,
-                seed=seed,
-                keep_features=need_feats,
-                cache_dir=cache_dir,
-                verbose=verbose,
-            )
-        reals = reals_by_size[spec.max_real]
-        gen = fakes.first(spec.num_gen)
-        value = metric_value(spec, reals, gen, seed)
+    for res in results:
         record = {
-            "metric": spec.name,
-            "results": {spec.name: value},
-            "num_gen": gen.n,
-            "num_real": reals.n,
+            "metric": res["metric"],
+            "results": res["results"],
+            "num_gen": res["num_gen"],
+            "num_real": res["num_real"],
             "truncation_psi": truncation_psi,
             "classes": classes if bundle.c_dim else None,
             "mirror": mirror,
@@ -176,16 +159,85 @@ def calc_metrics(
             "features": net.hash,
             "seed": seed,
             "num_devices": ext.mesh.size,
-            "total_time": time.perf_counter() - t + fake_time / len(specs),
+            "total_time": res["total_time"],
             "timestamp": time.time(),
         }
         out.append(record)
         if write_jsonl:
-            path = jsonl_path(network, spec.name)
+            path = jsonl_path(network, res["metric"])
             with open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             record = {**record, "jsonl": str(path)}
             out[-1] = record
+    return out
+
+
+def evaluate_bundle(
+    bundle,
+    data: str | os.PathLike,
+    specs: list[MetricSpec],
+    extractor: Extractor,
+    *,
+    truncation_psi: float = 1.0,
+    classes: str | int | None = "dataset",
+    labels: np.ndarray | None = None,
+    mirror: bool = False,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    reals_cache: dict | None = None,
+    verbose: bool = False,
+) -> list[dict]:
+    """The metrics of an in-memory `NetworkBundle` (its G_ema) against a packed dataset.
+
+    One record per spec: {'metric', 'results': {name: value}, 'num_gen', 'num_real',
+    'total_time'}. Generated features are computed once for the largest `num_gen`; real
+    statistics once per real-set size, from the disk cache (`cache_dir`) and, when a dict is
+    given as `reals_cache`, kept there so that repeated calls (a training run) reuse them.
+    """
+    need_feats = any(s.kind == "kid" for s in specs)
+    num_gen = max(s.num_gen for s in specs)
+    t0 = time.perf_counter()
+    fakes = generator_stats(
+        bundle,
+        extractor,
+        num_gen,
+        truncation_psi=truncation_psi,
+        classes=classes,
+        labels=labels,
+        seed=seed,
+        # Fewer images than feature dimensions: their features make FID the cheap exact
+        # low-rank computation (`fid_of`) instead of two d x d eigendecompositions.
+        keep_features=need_feats or len({s.num_gen for s in specs}) > 1 or num_gen < extractor.dim,
+        verbose=verbose,
+    )
+    fake_time = time.perf_counter() - t0
+    reals_by_size: dict = {} if reals_cache is None else reals_cache
+    out = []
+    for spec in specs:
+        t = time.perf_counter()
+        reals = reals_by_size.get(spec.max_real)
+        if reals is None or (need_feats and reals.features is None):
+            reals = reals_by_size[spec.max_real] = dataset_stats(
+                data,
+                extractor,
+                mirror=mirror,
+                max_items=spec.max_real,
+                seed=seed,
+                keep_features=need_feats,
+                cache_dir=cache_dir,
+                verbose=verbose,
+            )
+        gen = fakes.first(spec.num_gen)
+        value = metric_value(spec, reals, gen, seed)
+        out.append(
+            {
+                "metric": spec.name,
+                "results": {spec.name: value},
+                "num_gen": gen.n,
+                "num_real": reals.n,
+                "total_time": time.perf_counter() - t + fake_time / len(specs),
+            }
+        )
     return out
 
 

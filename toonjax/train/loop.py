@@ -1,8 +1,14 @@
 """The training loop shared by single-step GAN trainers (DCGAN): data, mesh, resume, log, save.
 
 Phases, in order: dataset -> mesh -> state (fresh or restored) -> loader (restored position)
--> loop { step, log + NaN guard, sample grid, checkpoint }. Ctrl-C saves a checkpoint of the
-last completed step before exiting, so the same command resumes where it stopped.
+-> loop { step, log + NaN guard, sample grid, checkpoint, evaluation }. Ctrl-C saves a
+checkpoint of the last completed step before exiting, so the same command resumes where it
+stopped.
+
+Evaluation (optional): a trainer passes `evaluate(state, step) -> {name: value}`; it runs every
+`config.evaluate_every` steps (0: never) and at the last step, after a checkpoint of that step
+is written (so each value belongs to a snapshot in WORKDIR/checkpoints/STEP), and the values are
+logged as scalars `metric/NAME` (metrics.jsonl, TensorBoard). Its time is left out of img/s.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ def run(
     z_dim: int,
     param_counts: dict[str, Callable[[Any], Any]],
     with_labels: bool = False,
+    evaluate: Callable[[Any, int], dict[str, float]] | None = None,
 ) -> Any:
     workdir_path = Path(workdir).absolute()
     workdir_path.mkdir(parents=True, exist_ok=True)
@@ -127,6 +134,7 @@ def run(
     writer = common.MetricWriter(workdir_path, steps_total, start, unit="step")
     last_saved = start
     step = start
+    evaluate_every = config.get("evaluate_every", 0) if evaluate is not None else 0
 
     def save(step: int) -> None:
         nonlocal last_saved
@@ -165,8 +173,16 @@ def run(
                 grid = common.save_grid(workdir_path / "samples" / f"fakes{step:07d}.png", imgs)
                 common.save_png(workdir_path / "samples" / "latest.png", grid)
                 writer.write_image(step, "fakes", grid)
-            if step % config.checkpoint_every == 0 or step == steps_total:
+            evaluating = evaluate_every > 0 and (step % evaluate_every == 0 or step == steps_total)
+            if step % config.checkpoint_every == 0 or step == steps_total or evaluating:
                 save(step)
+            if evaluating:
+                t_eval = time.perf_counter()
+                values = evaluate(state, step)
+                scalars = {f"metric/{k}": float(v) for k, v in values.items()}
+                scalars["kimg"] = step * config.batch_size / 1000.0
+                writer.write_scalars(step, scalars)
+                t_log += time.perf_counter() - t_eval  # keep evaluation out of img/s
     except KeyboardInterrupt:
         try:  # the state of the last completed step is intact unless a step was mid-dispatch
             jax.block_until_ready(state)

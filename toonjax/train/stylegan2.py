@@ -584,6 +584,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
         if c_dim == 0:
             raise ConfigError(f"{config.data.path}: config.data.cond=True but it has no labels")
     G, D = build_networks(config, c_dim)
+    evaluate = make_evaluator(config, workdir, c_dim)  # checks the metric fields before training
     frozen_cache: dict[str, Any] = {}
 
     def init():
@@ -626,7 +627,175 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
         z_dim=G.z_dim,
         param_counts={"G": lambda s: s.G["params"], "D": lambda s: s.D["params"]},
         with_labels=c_dim > 0,
+        evaluate=evaluate,
     )
+
+
+def metric_names(config: ml_collections.ConfigDict) -> list[str]:
+    """`config.metrics` as a list of names (a tuple, or comma-separated strings)."""
+    raw = config.get("metrics") or ()
+    if isinstance(raw, str):
+        raw = (raw,)
+    return [n.strip() for item in raw for n in str(item).split(",") if n.strip()]
+
+
+def make_evaluator(config: ml_collections.ConfigDict, workdir: str, c_dim: int):
+    """The loop's `evaluate(state, step)` for `config.metrics`, or None when there are none.
+
+    Checks the names and loads the feature network at once (a bad field fails before training).
+    """
+    from pathlib import Path
+
+    from toonjax.metrics import inception
+    from toonjax.metrics import metrics as metrics_lib
+
+    names = metric_names(config)
+    if not names:
+        return None
+    try:
+        specs = metrics_lib.parse_metrics(names, config.get("metrics_num_gen", 0) or None)
+    except metrics_lib.MetricsError as e:
+        raise ConfigError(f"config.metrics={tuple(names)}: {e}") from None
+    features = config.get("metrics_features", "")
+    if not features or not Path(features).expanduser().is_file():
+        raise ConfigError(
+            f"config.metrics={tuple(names)} needs the FID Inception weights, but "
+            f"config.metrics_features={features!r} is not a file: download "
+            f"{inception.FID_WEIGHTS_URL}, convert it once with `toonjax convert-features "
+            "inception pt_inception-2015-12-05-6726825d.pth inception.npz` and pass "
+            "--config.metrics_features=inception.npz (or leave config.metrics empty)"
+        )
+    net = inception.load_feature_net(features)
+    return TrainingEvaluator(config, Path(workdir).absolute(), c_dim, specs, net)
+
+
+class TrainingEvaluator:
+    """Computes the metrics of G_ema during training; logs them and keeps the best network.
+
+    Per evaluation: one line per metric appended to WORKDIR/metric-NAME.jsonl (the reference's
+    metric-fid50k_full.jsonl, with step, kimg and the snapshot), and, when the first metric
+    (FID/KID: lower is better) improves, G, G_ema and D written to WORKDIR/best as a toonjax
+    network dir (`load_network`, `toonjax generate/metrics --network`) with best.json (step,
+    kimg, metric, value), replaced atomically. Real statistics are computed once (and cached on
+    disk as `toonjax metrics` caches them); the generator and Inception compile once.
+    """
+
+    BEST_DIR = "best"
+    BEST_JSON = "best.json"
+
+    def __init__(self, config, workdir, c_dim: int, specs, net):
+        from toonjax.data import records
+        from toonjax.metrics import stats
+
+        self.config, self.workdir, self.specs = config, workdir, specs
+        n = config.net
+        self.G_kwargs = dict(
+            c_dim=c_dim, img_resolution=n.resolution, img_channels=3, **_plain(n.G_kwargs)
+        )
+        self.D_kwargs = dict(
+            c_dim=c_dim, img_resolution=n.resolution, img_channels=3, **_plain(n.D_kwargs)
+        )
+        batch = min(64, max(s.num_gen for s in specs))
+        self.extractor = stats.Extractor(net, batch_size=batch, num_devices=config.num_devices)
+        self.labels = None
+        if c_dim:
+            self.labels = records.read_labels(
+                config.data.path, records.read_metadata(config.data.path)
+            )
+        self.reals: dict = {}  # real statistics by subset size, computed once per run
+        self.best = self._read_best()
+
+    def _read_best(self) -> float | None:
+        import json
+
+        path = self.workdir / self.BEST_DIR / self.BEST_JSON
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return float(info["value"]) if info.get("metric") == self.specs[0].name else None
+
+    def __call__(self, state: SG2State, step: int) -> dict[str, float]:
+        import json
+        import time
+
+        from toonjax.convert.network import NetworkBundle
+        from toonjax.metrics import metrics as metrics_lib
+
+        kimg = step * self.config.batch_size / 1000.0
+        nets = {
+            k: jax.tree.map(np.asarray, jax.device_get(getattr(state, k)))
+            for k in ("G", "G_ema", "D")
+        }
+        bundle = NetworkBundle(
+            source=f"{self.workdir} step {step}",
+            format="toonjax-train",
+            G_kwargs=self.G_kwargs,
+            D_kwargs=self.D_kwargs,
+            nets=nets,
+            info={"workdir": str(self.workdir), "step": step, "kimg": kimg},
+        )
+        results = metrics_lib.evaluate_bundle(
+            bundle,
+            self.config.data.path,
+            self.specs,
+            self.extractor,
+            labels=self.labels,
+            mirror=bool(self.config.data.mirror),
+            seed=0,
+            reals_cache=self.reals,
+            verbose=True,
+        )
+        snapshot = f"checkpoints/{step}"
+        values = {}
+        for res in results:
+            name = res["metric"]
+            values[name] = float(res["results"][name])
+            record = {
+                **res,
+                "snapshot": snapshot,
+                "step": step,
+                "kimg": kimg,
+                "features": self.extractor.net.hash,
+                "timestamp": time.time(),
+            }
+            with open(self.workdir / f"metric-{name}.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        first = self.specs[0].name
+        value = values[first]
+        is_best = math.isfinite(value) and (self.best is None or value < self.best)
+        if is_best:
+            self._save_best(bundle, first, value, step, kimg, snapshot)
+            self.best = value
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        print(f"\nstep {step} ({kimg:g} kimg): {shown}{' (best)' if is_best else ''}", flush=True)
+        return values
+
+    def _save_best(self, bundle, metric: str, value: float, step: int, kimg: float, snapshot: str):
+        """WORKDIR/best <- the network and best.json, complete or not at all (rename swap)."""
+        import json
+        import os
+        import shutil
+        import uuid
+
+        from toonjax.convert.network import save_network
+
+        dest = self.workdir / self.BEST_DIR
+        tmp = self.workdir / f".{self.BEST_DIR}.tmp-{uuid.uuid4().hex[:8]}"
+        info = {"metric": metric, "value": value, "step": step, "kimg": kimg, "snapshot": snapshot}
+        try:
+            save_network(tmp, bundle)
+            (tmp / self.BEST_JSON).write_text(json.dumps(info, indent=2) + "\n")
+            old = None
+            if dest.exists():
+                old = self.workdir / f".{self.BEST_DIR}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(dest, old)
+            os.rename(tmp, dest)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _flat_items(tree):
@@ -648,5 +817,8 @@ def loop_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.log_every = config.get("log_every", tick)
     c.sample_every = tick * config.image_snapshot_ticks
     c.checkpoint_every = tick * config.network_snapshot_ticks
+    # Metrics every metric_ticks ticks (0: at each network snapshot); none without metrics.
+    metric_ticks = config.get("metric_ticks", 0) or config.network_snapshot_ticks
+    c.evaluate_every = tick * metric_ticks if metric_names(config) else 0
     c.num_samples = config.get("num_samples", 32)
     return c

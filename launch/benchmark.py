@@ -6,6 +6,7 @@ after warm-up), compile seconds and peak memory.
     python launch/benchmark.py --config configs/stylegan2_ada.py:paper256 --what g_forward \
         --batch 4 --reference torch --sg2ada_src /tmp/sg2ada
     python launch/benchmark.py --what inception --batch 64 [--features inception.npz]
+    python launch/benchmark.py --what inception --batch 64 --reference torch  # needs pytorch-fid
 """
 
 from absl import app, flags
@@ -40,7 +41,8 @@ _REFERENCE = flags.DEFINE_enum(
     "reference",
     None,
     ["torch"],
-    "Also time the PyTorch reference in this run (DCGAN train step; NVlabs G for g_forward).",
+    "Also time the PyTorch reference in this run (DCGAN train step; NVlabs G for g_forward; "
+    "pytorch-fid's InceptionV3 for inception).",
 )
 _SG2ADA_SRC = flags.DEFINE_string(
     "sg2ada_src",
@@ -53,11 +55,19 @@ _THREADS = flags.DEFINE_integer("torch_threads", None, "Threads for the PyTorch 
 def main(argv):
     del argv
     if _WHAT.value == "inception":  # needs no config
+        ref = None
+        if _REFERENCE.value == "torch":
+            import bench_inception_torch  # launch/, beside this file
+
+            def ref(images):
+                return bench_inception_torch.fid_inception(images, _THREADS.value)
+
         r = benchmark.bench_inception(
             batch=_BATCH.value or 64,
             resolution=_RESOLUTION.value,
             steps=_STEPS.value or 5,
             features=_FEATURES.value,
+            reference=ref,
         )
         print(r.line())
         return

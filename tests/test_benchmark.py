@@ -34,3 +34,48 @@ def test_launch_benchmark_script(repo_root, tmp_path):
         capture_output=True, text=True, check=True, env={"PATH": "", "JAX_PLATFORMS": "cpu"},
     )  # fmt: skip
     assert "loader:" in out.stdout and "img/s" in out.stdout
+
+
+def test_inception_benchmark_reports_reference(monkeypatch):
+    """`bench_inception(reference=...)` times the reference on the same batch, alternately.
+
+    The FID Inception is swapped for a one-layer stand-in so nothing big compiles here (the
+    real network's run is `test_metrics.py::test_inception_benchmark_runs`, marked slow).
+    """
+    import flax.linen as nn
+    import jax.numpy as jnp
+    import numpy as np
+
+    from toonjax.metrics import inception
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x01):
+            pool3 = nn.Dense(4, name="fc")(jnp.mean(x01, axis=(1, 2)))
+            return pool3, pool3
+
+    monkeypatch.setattr(inception, "InceptionV3FID", Tiny)
+    monkeypatch.setattr(
+        inception, "expected_shapes", lambda: {"fc/kernel": (3, 4), "fc/bias": (4,)}
+    )
+    seen, calls = [], []
+
+    def reference(images):
+        seen.append(images)
+
+        def step():
+            calls.append(int(images.sum()))  # touches the batch
+
+        step.name = "stand-in"
+        return step
+
+    r = benchmark.bench_inception(
+        batch=8, resolution=16, steps=2, warmup=1, num_devices=1, reference=reference
+    )
+    assert len(seen) == 1 and seen[0].shape == (8, 16, 16, 3) and seen[0].dtype == np.uint8
+    assert len(calls) == 1 + 2  # warm-up, then one per timed toonjax batch
+    ref = r.reference
+    assert ref["name"] == "stand-in" and len(ref["times_s"]) == 2 and ref["img_per_s"] > 0
+    assert "reference (stand-in)" in r.line() and "toonjax / reference" in r.line()
+    plain = benchmark.bench_inception(batch=8, resolution=16, steps=1, warmup=0, num_devices=1)
+    assert plain.reference is None and "reference" not in plain.line()

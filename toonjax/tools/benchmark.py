@@ -4,7 +4,8 @@
 of timed steps after warm-up, each step awaited with `block_until_ready`), the compile time and
 peak memory. `--what loader` times the grain loader alone on the same dataset and batch size.
 `--what g_forward` times a StyleGAN2 config's `G_ema(z, c, truncation_psi=1, noise_mode='const')`,
-optionally alternating with a reference implementation in the same process.
+optionally alternating with a reference implementation in the same process; so can `--what
+inception` (FID feature extraction) with pytorch-fid's InceptionV3 as the reference.
 """
 
 from __future__ import annotations
@@ -188,6 +189,19 @@ def random_variables(module, *args, seed: int = 0):
     return jax.tree.map(lambda s: jnp.asarray(np.asarray(rng.randn(*s.shape), np.float32)), shapes)
 
 
+def _reference_result(ref_step, batch: int, ref_times: list[float]) -> dict | None:
+    """`Result.reference` of a reference step timed alternately with toonjax (None: none)."""
+    if ref_step is None:
+        return None
+    rmed = statistics.median(ref_times)
+    return dict(
+        name=getattr(ref_step, "name", "reference"),
+        img_per_s=batch / rmed,
+        step_ms=rmed * 1e3,
+        times_s=ref_times,
+    )
+
+
 def bench_g_forward(
     config: ml_collections.ConfigDict,
     batch: int | None = None,
@@ -236,15 +250,7 @@ def bench_g_forward(
             ref_step()
             ref_times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    ref = None
-    if ref_step is not None:
-        rmed = statistics.median(ref_times)
-        ref = dict(
-            name=getattr(ref_step, "name", "reference"),
-            img_per_s=batch / rmed,
-            step_ms=rmed * 1e3,
-            times_s=ref_times,
-        )
+    ref = _reference_result(ref_step, batch, ref_times)
     return Result(
         "g_forward",
         batch / med,
@@ -266,12 +272,17 @@ def bench_inception(
     warmup: int = 1,
     features: str | None = None,
     num_devices: int | None = None,
+    reference: Callable[[np.ndarray], Callable[[], None]] | None = None,
 ) -> Result:
     """Times FID feature extraction (`toonjax.metrics.stats.Extractor`: uint8 -> resize to 299
     -> Inception pool3, batch sharded over the local devices) on `resolution`-sized images.
 
     With `features` (a converted .npz or pytorch-fid's .pth) the real weights are used; else
     random He-scaled ones of the same shapes (the speed does not depend on the values).
+    `reference(images)`, when given, returns a zero-argument callable that extracts the
+    reference's features of the same uint8 [N, H, W, 3] batch once (blocking); it is timed
+    alternately with toonjax, batch by batch, as in `bench_g_forward`. The peak host RSS is
+    read before the reference is built.
     """
     from toonjax.metrics import inception, stats
 
@@ -302,22 +313,33 @@ def bench_inception(
     compile_s = time.perf_counter() - t
     for _ in range(warmup):
         ext(images)
-    times = []
+    peak_host = _peak_host_mb()
+    ref_step = None
+    if reference is not None:
+        ref_step = reference(images)
+        for _ in range(warmup):
+            ref_step()
+    times, ref_times = [], []
     for _ in range(steps):
         t = time.perf_counter()
         ext(images)
         times.append(time.perf_counter() - t)
+        if ref_step is not None:
+            t = time.perf_counter()
+            ref_step()
+            ref_times.append(time.perf_counter() - t)
     med = statistics.median(times)
     return Result(
         "inception",
         ext.batch_size / med,
         med * 1e3,
         compile_s,
-        _peak_host_mb(),
+        peak_host if reference is not None else _peak_host_mb(),
         _peak_device_mb(),
         _device_name(),
         ext.batch_size,
         note=f"FID Inception pool3 of {resolution}x{resolution} uint8 images, float32 highest",
+        reference=_reference_result(ref_step, ext.batch_size, ref_times),
     )
 
 

@@ -7,7 +7,7 @@
     toonjax convert SRC DEST            (NVlabs .pkl, TF .pkl or rosinality .pt -> DEST/)
     toonjax generate --network NET --seeds 0-7 [--trunc 0.7] [--class I] --outdir OUT
     toonjax export NET --to rosinality|nvlabs-state-dict OUT.pt
-    toonjax mix | interpolate | blend | sefa | sefa-apply   (toonify tools; see
+    toonjax mix | interpolate | blend | sefa | sefa-apply | toonify   (toonify tools; see
         toonjax.tools.toonify_cli)
     toonjax convert-features inception pt_inception-2015-12-05-6726825d.pth OUT.npz
     toonjax convert-features vgg16|lpips vgg16-397923af.pth|vgg.pth OUT.npz   (projector loss)

@@ -1,5 +1,6 @@
 """Argument parsing of the toonify-tool sub-commands of `toonjax` (mix, interpolate, blend, sefa,
-sefa-apply); each calls one library function of toonjax.tools.{mixing,blend,sefa}.
+sefa-apply, toonify); each calls one library function of toonjax.tools.{mixing,blend,sefa,
+toonify}.
 
     toonjax mix --network NET --rows 1,2,3 --cols 4,5,6 --styles 0-6 --outdir OUT
     toonjax interpolate --network NET --seeds 0,1,2 --frames 60 --space z|w --outdir OUT
@@ -7,6 +8,8 @@ sefa-apply); each calls one library function of toonjax.tools.{mixing,blend,sefa
     toonjax blend --base A --toon B --sweep 4,8,16,32 --seeds 0-3 OUT      (OUT/sweep.png)
     toonjax sefa --network NET [--layers all|0-1|2-5|6-] [--normalize] [--top 10] OUT.npz
     toonjax sefa-apply --network NET --directions D.npz --index 0 --degrees -5,0,5 --outdir OUT
+    toonjax toonify --base FFHQ --toon BLENDED photo.jpg OUT [--no-align] [--preset fast]
+        [--steps N] [--space w+|w] [--lpips F] [--vgg16 F]   (toonjax.tools.toonify)
 """
 
 from __future__ import annotations
@@ -131,6 +134,26 @@ def _cmd_sefa_apply(args: argparse.Namespace) -> None:
     print(f"wrote {path} (rows: seeds, cols: degrees)")
 
 
+def _cmd_toonify(args: argparse.Namespace) -> None:
+    from toonjax.tools import toonify
+
+    toonify.toonify(
+        args.base,
+        args.toon,
+        args.photo,
+        args.out,
+        align=not args.no_align,
+        margin=args.margin,
+        preset=args.preset,
+        steps=args.steps,
+        space=args.space,
+        lpips=args.lpips,
+        vgg16=args.vgg16,
+        seed=args.seed,
+        progress=args.progress,
+    )
+
+
 def _add_gen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1)")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
@@ -138,7 +161,7 @@ def _add_gen_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub) -> None:
-    """Adds mix, interpolate, blend, sefa and sefa-apply to the `toonjax` sub-parsers."""
+    """Adds mix, interpolate, blend, sefa, sefa-apply and toonify to the `toonjax` sub-parsers."""
     p = sub.add_parser("mix", help="style-mixing grid (NVlabs style_mixing.py layout)")
     p.add_argument("--network", required=True, help=NET_HELP)
     p.add_argument("--rows", required=True, help="row seeds, e.g. 1,2,3 or 0-5")
@@ -195,6 +218,30 @@ def add_parsers(sub) -> None:
     _add_gen_options(p)
     p.add_argument("--outdir", required=True, help="writes sefa_<index>.png")
     p.set_defaults(func=_cmd_sefa_apply)
+
+    p = sub.add_parser(
+        "toonify", help="photo -> face crop -> projection into --base -> render with --toon"
+    )
+    p.add_argument("--base", required=True, help="photo model the face is projected into")
+    p.add_argument("--toon", required=True, help="same architecture (e.g. a blend) renders it")
+    p.add_argument("photo", help="image file with a face")
+    p.add_argument("out", help="folder: aligned, projected, toon, side_by_side .png, latents.npz")
+    p.add_argument("--no-align", action="store_true", help="centre crop, no face detection")
+    p.add_argument(
+        "--margin", type=float, default=0.4, help="face box growth per side (x its side)"
+    )
+    p.add_argument("--preset", choices=["fast", "reference"], default="fast")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    p.add_argument("--space", choices=["w+", "w"], default="w+")
+    p.add_argument("--seed", type=int, default=0, help="projector noise seed")
+    p.add_argument(
+        "--lpips", default=None, help="LPIPS weights (default $TOONJAX_FEATURES/lpips_vgg.npz)"
+    )
+    p.add_argument(
+        "--vgg16", default=None, help="VGG16 weights (default $TOONJAX_FEATURES/vgg16.npz)"
+    )
+    p.add_argument("--progress", action="store_true", help="projector distance per chunk")
+    p.set_defaults(func=_cmd_toonify)
 
 
 def join_negative_values(argv: list[str]) -> list[str]:

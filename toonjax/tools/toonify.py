@@ -1,0 +1,346 @@
+"""Toonify a photo: centre the face, project it into the base network, render with the toon one.
+
+    result = toonify("nets/ffhq256", "nets/blended32", "me.jpg", "out/")
+    # out/aligned.png, projected.png, toon.png, side_by_side.png, latents.npz
+
+`base` is the photo model (e.g. FFHQ) and `toon` a network with the same synthesis architecture
+whose latent space is the base's: typically the blend of the base with its cartoon fine-tune
+(`toonjax blend --base FFHQ --toon TOON --swap-res 32 BLENDED`) or the fine-tune itself. Stages:
+
+1. **align**: the photo (EXIF orientation applied) is searched for frontal faces with the Haar
+   cascade bundled with OpenCV (`cv2.data.haarcascades + 'haarcascade_frontalface_default.xml'`,
+   on a copy at most 1024 px on its long side); the largest box is kept. The crop is the square
+   of side `max(w, h) * (1 + 2 * margin)` centred on the box (`toonjax.faces.crops`), padded by
+   edge replication where it leaves the photo, and resized to the base network's resolution
+   (INTER_AREA when shrinking, Lanczos when enlarging). The default `margin=0.4` makes the
+   box 1 / 1.8 = 56% of the crop side: close to the FFHQ framing, whose crop side is about 4x
+   the eye distance while the cascade's box is about 2.2x. No face found is an error that
+   suggests `align=False` (`--no-align`), not a silent fallback: a centre crop of a photo
+   where the face is small or off-centre projects badly. `align=False` takes the largest
+   centred square instead.
+2. **project**: `toonjax.tools.project.project` (the `fast` or `reference` preset) into `base`,
+   in `space` 'w+' (default: one w per layer, a closer fit) or 'w' (one w: further from the
+   photo, but it stays where the toon network was trained, which can toonify more cleanly).
+3. **render**: the projected ws [1, num_ws, w_dim] through the toon network's synthesis with
+   `noise_mode='const'` (its own `noise_const` maps). The noise maps the projector optimised
+   belong to the base network and are not reused: the toon's layers were trained with other
+   noise, and the cartoon should not carry the photo's per-pixel detail. `projected.png` is
+   the projector's own image (base network, optimised noise), the one its LPIPS distance
+   measures; so with `toon == base` the two images differ only by those noise inputs (they
+   are equal, up to one 8-bit level, for a network whose noise strengths are zero).
+
+`toon` must have the same w_dim, resolution, channels and synthesis parameter shapes as `base`
+(a ToonifyError naming both otherwise). Each stage's time is printed (`project` includes
+compiling the projector, tens of seconds on a CPU), then the final LPIPS distance.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from toonjax.convert.network import NetworkBundle, load_network
+from toonjax.errors import ToonjaxError
+from toonjax.faces import crops
+from toonjax.tools import project as P
+
+HAAR_FILE = "haarcascade_frontalface_default.xml"
+DEFAULT_MARGIN = 0.4  # box grows by 0.4 x its side on each side: the box is 56% of the crop
+DETECT_MAX_SIDE = 1024  # photos are shrunk to this long side for the cascade (speed)
+OUTPUT_FILES = ("aligned.png", "projected.png", "toon.png", "side_by_side.png", "latents.npz")
+
+
+class ToonifyError(ToonjaxError, ValueError):
+    """A photo, network pair or option toonify cannot use."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Stage 1: the photo and its face crop.
+
+
+def load_photo(path: str | os.PathLike) -> np.ndarray:
+    """uint8 RGB [H, W, 3] with the EXIF orientation applied (phone photos are often stored
+    sideways, and the frontal-face cascade only finds upright faces)."""
+    import PIL.Image
+    import PIL.ImageOps
+
+    try:
+        img = PIL.Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise ToonifyError(f"{path}: no such photo") from None
+    except (OSError, PIL.UnidentifiedImageError) as e:
+        raise ToonifyError(f"{path}: not a readable image ({e})") from None
+    img = PIL.ImageOps.exif_transpose(img)
+    return np.asarray(img.convert("RGB"), np.uint8)
+
+
+def haar_cascade_path() -> Path:
+    """The frontal-face Haar cascade bundled with opencv-python."""
+    data = getattr(cv2, "data", None)
+    path = Path(getattr(data, "haarcascades", "")) / HAAR_FILE
+    if data is None or not path.is_file():
+        raise ToonifyError(
+            f"this OpenCV install has no bundled {HAAR_FILE} (cv2.data.haarcascades); install "
+            "opencv-python(-headless) from PyPI, or pass --no-align"
+        )
+    return path
+
+
+def detect_faces(img: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Frontal-face boxes (x, y, w, h) in `img` pixels, from OpenCV's bundled Haar cascade."""
+    from toonjax.faces.detect import CascadeDetector
+
+    h, w = img.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    small = img
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    detector = CascadeDetector(haar_cascade_path(), min_neighbors=5, min_size=24)
+    return [tuple(v / scale for v in d.box) for d in detector.detect(small)]
+
+
+def largest_face(img: np.ndarray) -> tuple[float, float, float, float] | None:
+    boxes = detect_faces(img)
+    return max(boxes, key=lambda b: b[2] * b[3]) if boxes else None
+
+
+def align_face(
+    img: np.ndarray,
+    size: int,
+    margin: float = DEFAULT_MARGIN,
+    box: tuple[float, float, float, float] | None = None,
+    source: str = "the photo",
+) -> tuple[np.ndarray, crops.CropBox, tuple[float, float, float, float]]:
+    """(size x size crop around the largest face, its square in the photo, the face box).
+
+    `box` skips the detection. No face is a ToonifyError suggesting --no-align."""
+    if margin < 0:
+        raise ToonifyError(f"margin {margin}: use a value >= 0 (the box growth per side)")
+    if box is None:
+        box = largest_face(img)
+        if box is None:
+            raise ToonifyError(
+                f"{source}: OpenCV's frontal-face cascade found no face; use a photo with an "
+                "upright, unoccluded face, or pass --no-align to project a centre crop"
+            )
+    crop, cb = crops.make_crop(img, box, size=size, margin=margin, border="replicate")
+    return crop, cb, tuple(float(v) for v in box)
+
+
+def center_crop(img: np.ndarray, size: int) -> tuple[np.ndarray, crops.CropBox]:
+    """The largest centred square, resized to size x size (`--no-align`)."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    cb = crops.CropBox((w - s) // 2, (h - s) // 2, s, 0.0)
+    return crops.resize_square(crops.cut(img, cb), size), cb
+
+
+# ------------------------------------------------------------------------------------------------
+# Networks.
+
+
+def _name(network: Any) -> str:
+    return network.source if isinstance(network, NetworkBundle) else str(network)
+
+
+def check_same_architecture(
+    base: NetworkBundle, toon: NetworkBundle, base_name: str, toon_name: str
+) -> None:
+    """ToonifyError naming both networks unless `toon` can render `base`'s ws the same way."""
+    from toonjax.tools.blend import _synthesis_shapes
+
+    kb, kt = base.G_kwargs, toon.G_kwargs
+    for kw, name in ((kb, base_name), (kt, toon_name)):
+        if kw is None:
+            raise ToonifyError(f"{name}: holds no generator")
+    diffs = []
+    for k in ("w_dim", "img_resolution", "img_channels"):
+        if kb[k] != kt[k]:
+            diffs.append(f"{k} {kb[k]} vs {kt[k]}")
+    if not diffs:
+        sb = _synthesis_shapes(base.generator()[1])
+        st = _synthesis_shapes(toon.generator()[1])
+        wrong = sorted(k for k in set(sb) | set(st) if sb.get(k) != st.get(k))
+        diffs += [f"{k} {sb.get(k)} vs {st.get(k)}" for k in wrong[:4]]
+        if len(wrong) > 4:
+            diffs.append(f"and {len(wrong) - 4} more")
+        for k in ("architecture", "resample_filter", "use_noise", "activation"):
+            vb = (kb.get("synthesis_kwargs") or {}).get(k)
+            vt = (kt.get("synthesis_kwargs") or {}).get(k)
+            if vb != vt:
+                diffs.append(f"synthesis {k} {vb} vs {vt}")
+    if diffs:
+        raise ToonifyError(
+            f"--base {base_name} and --toon {toon_name} differ in architecture ("
+            + "; ".join(diffs)
+            + "): the toon network must be a fine-tune or blend of the base"
+        )
+
+
+def render(bundle: NetworkBundle, ws: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, C] of ws [N, num_ws, w_dim] through `bundle`'s G_ema synthesis with
+    its own constant noise maps."""
+    from toonjax.tools.generate import to_uint8
+    from toonjax.tools.mixing import synthesize
+
+    return to_uint8(synthesize(bundle, ws, noise_mode="const"))
+
+
+# ------------------------------------------------------------------------------------------------
+# The pipeline.
+
+
+@dataclass
+class ToonifyResult:
+    aligned: np.ndarray  # uint8 [res, res, 3]: the projector's target
+    projected: np.ndarray  # uint8 [res, res, 3]: base network, projected ws, optimised noise
+    toon: np.ndarray  # uint8 [res, res, 3]: toon network, projected ws, its const noise
+    ws: np.ndarray  # [1, num_ws, w_dim]
+    lpips: float  # final LPIPS distance of `projected` to `aligned`
+    steps: int  # projection steps taken
+    face_box: tuple[float, float, float, float] | None  # (x, y, w, h) in the photo; None: no-align
+    crop: crops.CropBox  # the square taken from the photo (may extend past it: padded)
+    timings: dict[str, float]  # seconds per stage: load, align, project, render, write
+    paths: dict[str, Path]  # OUTPUT_FILES -> written path
+    projection: P.ProjectResult = field(repr=False)
+
+
+def toonify(
+    base: str | os.PathLike | NetworkBundle,
+    toon: str | os.PathLike | NetworkBundle,
+    photo: str | os.PathLike | np.ndarray,
+    outdir: str | os.PathLike,
+    *,
+    align: bool = True,
+    margin: float = DEFAULT_MARGIN,
+    preset: str = "fast",
+    steps: int | None = None,
+    space: str = "w+",
+    lpips: str | os.PathLike | tuple | None = None,
+    vgg16: str | os.PathLike | None = None,
+    seed: int = 0,
+    verbose: bool = True,
+    progress: bool = False,
+) -> ToonifyResult:
+    """Aligns `photo` (a path or uint8 RGB array), projects it into `base`, renders the ws with
+    `toon` and writes OUTPUT_FILES to `outdir` (see the module docstring).
+
+    `lpips`: LPIPS weights as `toonjax project --lpips` takes them (a converted .npz or the
+    lpips package's vgg.pth; default `$TOONJAX_FEATURES/lpips_vgg.npz`, `vgg16` supplying the
+    backbone when that file has none), or a preloaded `(module, variables)` pair. `verbose`
+    prints one line per stage with its time; `progress` the projector's per-chunk distances.
+    """
+    if space not in ("w", "w+"):
+        raise ToonifyError(f"space {space!r}: use w or w+")
+    if steps is not None and steps < 1:
+        raise ToonifyError(f"--steps {steps}: use at least 1")
+    cfg = P.get_config(preset)  # unknown preset: an error before anything is loaded
+    say = print if verbose else (lambda *a, **k: None)
+    timings: dict[str, float] = {}
+
+    # Weights and networks first: fail fast on missing files.
+    t = time.perf_counter()
+    if lpips is None or isinstance(lpips, str | os.PathLike):
+        from toonjax.convert.vgg import load_lpips
+
+        lpips = load_lpips(lpips, vgg16)
+    base_name, toon_name = _name(base), _name(toon)
+    base_b = base if isinstance(base, NetworkBundle) else load_network(base)
+    toon_b = toon if isinstance(toon, NetworkBundle) else load_network(toon)
+    check_same_architecture(base_b, toon_b, base_name, toon_name)
+    if base_b.c_dim:
+        raise ToonifyError(
+            f"{base_name}: a conditional network; toonify needs an unconditional one"
+        )
+    res = base_b.img_resolution
+    timings["load"] = time.perf_counter() - t
+    say(f"load: {timings['load']:.2f} s (LPIPS weights, {base_name}, {toon_name})")
+
+    # 1. align
+    t = time.perf_counter()
+    if isinstance(photo, np.ndarray):
+        img, photo_name = np.asarray(photo, np.uint8), "the photo"
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ToonifyError(f"photo array of shape {list(img.shape)}: want uint8 [H, W, 3]")
+    else:
+        img, photo_name = load_photo(photo), str(photo)
+    if align:
+        aligned, cb, box = align_face(img, res, margin, source=photo_name)
+        how = (
+            f"face {box[2]:.0f}x{box[3]:.0f} at ({box[0]:.0f}, {box[1]:.0f}), "
+            f"crop {cb.side} px" + (f" ({cb.padded_frac:.0%} padded)" if cb.padded_frac else "")
+        )
+    else:
+        (aligned, cb), box = center_crop(img, res), None
+        how = f"no-align: centre crop {cb.side} px"
+    timings["align"] = time.perf_counter() - t
+    say(f"align: {timings['align']:.2f} s ({how} -> {res}x{res})")
+
+    # 2. project
+    t = time.perf_counter()
+    pr = P.project(
+        base_b, aligned, space=space, config=cfg, num_steps=steps, lpips=lpips, seed=seed,
+        verbose=progress,
+    )  # fmt: skip
+    timings["project"] = time.perf_counter() - t
+    lp, n_steps = float(pr.lpips[0]), int(pr.steps_run[0])
+    say(
+        f"project: {timings['project']:.1f} s ({n_steps} steps in {space}, preset {preset}), "
+        f"LPIPS {lp:.4f}"
+    )
+
+    # 3. render with the toon network (its own const noise, not the projector's maps)
+    t = time.perf_counter()
+    toon_img = render(toon_b, pr.ws)[0]
+    timings["render"] = time.perf_counter() - t
+    say(f"render: {timings['render']:.2f} s (toon network, noise_mode const)")
+
+    # 4. write
+    t = time.perf_counter()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {name: outdir / name for name in OUTPUT_FILES}
+    projected = pr.images[0]
+    for name, arr in (
+        ("aligned.png", aligned),
+        ("projected.png", projected),
+        ("toon.png", toon_img),
+        ("side_by_side.png", np.concatenate([aligned, projected, toon_img], axis=1)),
+    ):
+        P._save_png(arr, paths[name])
+    np.savez(
+        paths["latents.npz"],
+        w=pr.ws,  # [1, num_ws, w_dim], as `toonjax project` writes it
+        w_opt=pr.w[0],
+        space=np.asarray(space),
+        lpips=np.float32(lp),
+        steps=np.int64(n_steps),
+        crop=np.asarray([cb.x, cb.y, cb.side], np.int64),
+        face_box=np.asarray(box if box is not None else [], np.float32),
+        base=np.asarray(base_name),
+        toon=np.asarray(toon_name),
+        **{f"noise.{k}": v[0] for k, v in pr.noise.items()},
+    )
+    timings["write"] = time.perf_counter() - t
+    say(f"wrote {', '.join(OUTPUT_FILES)} to {outdir}; final LPIPS {lp:.4f}")
+    return ToonifyResult(
+        aligned=aligned,
+        projected=projected,
+        toon=toon_img,
+        ws=pr.ws,
+        lpips=lp,
+        steps=n_steps,
+        face_box=box,
+        crop=cb,
+        timings=timings,
+        paths=paths,
+        projection=pr,
+    )

@@ -88,8 +88,8 @@ Examples:
 What to expect on this project's 2-core CPU: the toyfaces recipe trains at about 21-24 img/s
 (42-48 s/kimg); after 41 kimg its G_ema draws face layouts but no features yet (README); the
 paper256 iteration (about 13,900 s/kimg at batch 8, 2.5x slower than the reference: an open
-problem) and the 64x64 one are in BENCHMARKS.md. The reference trains 256x256 at 21.6-24.2 s/kimg on one
-V100 (ada-pt README) and needs about an hour per kimg on this CPU
+problem) and the 64x64 one are in BENCHMARKS.md. The reference trains 256x256 at
+21.6-24.2 s/kimg on one V100 (ada-pt README) and needs about an hour per kimg on this CPU
 (shared/notes/anchors/sg2ada-torch-cpu-timing.md).
 """
 

@@ -803,17 +803,22 @@ def save_network(dest: str | os.PathLike, bundle: NetworkBundle, overwrite: bool
             f.write(text + "\n")
             f.flush()
             os.fsync(f.fileno())
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Puts the finished directory `tmp` at `dest`, renaming any previous `dest` aside first."""
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_network(path: str | os.PathLike) -> NetworkBundle:

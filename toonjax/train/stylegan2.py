@@ -774,11 +774,10 @@ class TrainingEvaluator:
     def _save_best(self, bundle, metric: str, value: float, step: int, kimg: float, snapshot: str):
         """WORKDIR/best <- the network and best.json, complete or not at all (rename swap)."""
         import json
-        import os
         import shutil
         import uuid
 
-        from toonjax.convert.network import save_network
+        from toonjax.convert.network import replace_dir, save_network
 
         dest = self.workdir / self.BEST_DIR
         tmp = self.workdir / f".{self.BEST_DIR}.tmp-{uuid.uuid4().hex[:8]}"
@@ -786,13 +785,7 @@ class TrainingEvaluator:
         try:
             save_network(tmp, bundle)
             (tmp / self.BEST_JSON).write_text(json.dumps(info, indent=2) + "\n")
-            old = None
-            if dest.exists():
-                old = self.workdir / f".{self.BEST_DIR}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(dest, old)
-            os.rename(tmp, dest)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_dir(tmp, dest)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

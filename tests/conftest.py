@@ -51,3 +51,27 @@ def decode_index(img: np.ndarray) -> tuple[int, bool]:
     left, right = int(img[0, 0, 0]), int(img[0, -1, 0])
     assert left + right == 255, "not an image of make_indexed_dataset"
     return (right, True) if left >= 128 else (left, False)
+
+
+def random_lpips(widths: tuple[int, ...], seed: int = 1):
+    """(LPIPS module, variables) of a narrow VGG-shaped LPIPS with He-scaled random weights.
+
+    Numpy-built: `lp.init` would compile for ~20 s on a 2-core CPU.
+    """
+    import jax.numpy as jnp
+
+    from toonjax.nets import vgg
+    from toonjax.nets.stylegan2 import unflatten_names
+
+    lp = vgg.LPIPS(widths)
+    rng = np.random.RandomState(seed)
+    flat = {}
+    for name, shape in sorted(vgg.lpips_param_shapes(widths).items()):
+        if name.startswith("lin"):
+            value = np.abs(rng.randn(*shape)) / shape[1]
+        elif name.endswith("weight"):
+            value = rng.randn(*shape) * np.sqrt(2 / np.prod(shape[1:]))
+        else:
+            value = 0.1 * rng.randn(*shape)
+        flat[name] = jnp.asarray(value, jnp.float32)
+    return lp, {"params": unflatten_names(flat)}

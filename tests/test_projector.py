@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_lpips
 
 from toonjax import cli
 from toonjax.convert import vgg as cv
@@ -191,20 +192,7 @@ def net32():
 
 @pytest.fixture(scope="module")
 def small_lpips():
-    """A narrow VGG-shaped LPIPS with He-scaled random weights (numpy: `lp.init` would
-    compile for ~20 s on a 2-core CPU)."""
-    lp = vgg.LPIPS(SMALL)
-    rng = np.random.RandomState(1)
-    flat = {}
-    for name, shape in sorted(vgg.lpips_param_shapes(SMALL).items()):
-        if name.startswith("lin"):
-            value = np.abs(rng.randn(*shape)) / shape[1]
-        elif name.endswith("weight"):
-            value = rng.randn(*shape) * np.sqrt(2 / np.prod(shape[1:]))
-        else:
-            value = 0.1 * rng.randn(*shape)
-        flat[name] = jnp.asarray(value, jnp.float32)
-    return lp, {"params": unflatten_names(flat)}
+    return random_lpips(SMALL)
 
 
 def known_targets(bundle, seeds=(5, 6)):

@@ -11,16 +11,15 @@ the real cascade only on the no-face path.
 from __future__ import annotations
 
 import cv2
-import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 import pytest
+from conftest import random_lpips
 
 from toonjax import cli
 from toonjax.convert import vgg as cv
 from toonjax.convert.network import NetworkBundle, expected_shapes, save_network
 from toonjax.faces.crops import CropBox
-from toonjax.nets import vgg
 from toonjax.nets.stylegan2 import Generator, flatten_names, unflatten_names
 from toonjax.tools import toonify as T
 
@@ -74,18 +73,7 @@ def toon():
 
 @pytest.fixture(scope="module")
 def small_lpips():
-    lp = vgg.LPIPS(LPIPS_WIDTHS)
-    rng = np.random.RandomState(1)
-    flat = {}
-    for name, shape in sorted(vgg.lpips_param_shapes(LPIPS_WIDTHS).items()):
-        if name.startswith("lin"):
-            value = np.abs(rng.randn(*shape)) / shape[1]
-        elif name.endswith("weight"):
-            value = rng.randn(*shape) * np.sqrt(2 / np.prod(shape[1:]))
-        else:
-            value = 0.1 * rng.randn(*shape)
-        flat[name] = jnp.asarray(value, jnp.float32)
-    return lp, {"params": unflatten_names(flat)}
+    return random_lpips(LPIPS_WIDTHS)
 
 
 def face_photo(h: int = 100, w: int = 120) -> np.ndarray:

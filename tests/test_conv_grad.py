@@ -1,0 +1,79 @@
+"""The convolution's own gradients (`toonjax.nets.ops._conv`) against XLA's, to any order."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from toonjax.nets import ops
+
+
+def _lax_conv(x, w, stride, pads):
+    (y0, y1), (x0, x1) = pads
+    x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (y0, y1, 0), (x0, x1, 0), (0, 0, 0)])
+    return lax.conv_general_dilated(x, w, stride, "VALID", dimension_numbers=ops._DN)
+
+
+def _r1_like(conv, x, w):
+    """Gradient wrt (w, x) of |d sum(tanh(conv(x, w))) / dx|^2: a second derivative, like R1."""
+
+    def penalty(w, x):
+        g = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w))))(x)
+        return jnp.sum(g**2)
+
+    return jax.grad(penalty, argnums=(0, 1))(w, x)
+
+
+CASES = [
+    ((3, 3), (1, 1), ((1, 1), (1, 1))),
+    ((3, 3), (2, 2), ((1, 1), (1, 1))),
+    ((1, 1), (2, 2), ((0, 0), (0, 0))),
+    ((2, 1), (1, 1), ((0, 1), (2, 0))),
+    ((4, 4), (2, 1), ((-1, 2), (1, -1))),
+    ((3, 2), (1, 2), ((3, 0), (0, 3))),
+]
+
+
+@pytest.mark.parametrize("kernel,stride,pads", CASES)
+def test_conv_gradients_equal_xla_to_second_order(kernel, stride, pads):
+    with jax.enable_x64(True):
+        rng = np.random.RandomState(0)
+        x = jnp.asarray(rng.randn(2, 9, 8, 3))
+        w = jnp.asarray(rng.randn(4, 3, *kernel))
+        ours = lambda x, w: ops._conv(x, w, stride, pads)  # noqa: E731
+        ref = lambda x, w: _lax_conv(x, w, stride, pads)  # noqa: E731
+        y = ours(x, w)
+        np.testing.assert_allclose(y, ref(x, w), rtol=1e-12, atol=1e-12)
+        dy = jnp.asarray(rng.randn(*y.shape))
+        got = jax.vjp(ours, x, w)[1](dy)
+        want = jax.vjp(ref, x, w)[1](dy)
+        for g, r in zip(got, want, strict=True):
+            assert g.shape == r.shape
+            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+        for g, r in zip(_r1_like(ours, x, w), _r1_like(ref, x, w), strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+        # The branch other backends take (XLA's own gradient) gives the same numbers.
+        xla = ops._conv_bwd_xla(stride, pads, x, w, dy)
+        for g, r in zip(xla, want, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+
+
+def test_conv2d_float32_upsampling_layer_gradient_matches_xla(monkeypatch):
+    """The up-sampling layer's gradients (where XLA:CPU's own weight gradient is slow), float32."""
+    rng = np.random.RandomState(1)
+    x = jnp.asarray(rng.randn(2, 8, 8, 6), jnp.float32)
+    w = jnp.asarray(rng.randn(5, 6, 3, 3), jnp.float32)
+    f = np.array([1, 3, 3, 1], np.float32) / 8
+
+    def layer(x, w):
+        return ops.conv2d_resample(x, w, f, up=2, padding=1, flip_weight=False)
+
+    y = layer(x, w)
+    dy = jnp.asarray(rng.randn(*y.shape), jnp.float32)
+    got = jax.vjp(layer, x, w)[1](dy)
+    monkeypatch.setattr(ops, "_conv", _lax_conv)  # the same layer on XLA's own gradients
+    np.testing.assert_array_equal(layer(x, w), y)
+    want = jax.vjp(layer, x, w)[1](dy)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(jnp.abs(r).max()))

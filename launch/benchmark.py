@@ -7,6 +7,8 @@ after warm-up), compile seconds and peak memory.
         --batch 4 --reference torch --sg2ada_src /tmp/sg2ada
     python launch/benchmark.py --what inception --batch 64 [--features inception.npz]
     python launch/benchmark.py --what inception --batch 64 --reference torch  # needs pytorch-fid
+    python launch/benchmark.py --what project --batch 1 --steps 3 --reference torch \
+        --sg2ada_src /tmp/sg2ada
 """
 
 from absl import app, flags
@@ -42,7 +44,7 @@ _REFERENCE = flags.DEFINE_enum(
     None,
     ["torch"],
     "Also time the PyTorch reference in this run (DCGAN train step; NVlabs G for g_forward; "
-    "pytorch-fid's InceptionV3 for inception).",
+    "pytorch-fid's InceptionV3 for inception; the NVlabs projector step for project).",
 )
 _SG2ADA_SRC = flags.DEFINE_string(
     "sg2ada_src",
@@ -73,12 +75,20 @@ def main(argv):
         return
     if _WHAT.value == "project":  # --config optional (default: stylegan2_ada.py:paper256)
         # e.g. python launch/benchmark.py --what project --batch 8 --steps 2
+        ref = None
+        if _REFERENCE.value == "torch":
+            import bench_project_torch  # launch/, beside this file
+
+            def ref(kwargs):
+                return bench_project_torch.project_step(kwargs, _SG2ADA_SRC.value, _THREADS.value)
+
         r = benchmark.bench_project(
             _CONFIG.value,
             batch=_BATCH.value or 1,
             steps=_STEPS.value or 3,
             space=_SPACE.value,
             features=_LPIPS.value,
+            reference=ref,
         )
         print(r.line())
         return

@@ -79,3 +79,29 @@ def test_inception_benchmark_reports_reference(monkeypatch):
     assert "reference (stand-in)" in r.line() and "toonjax / reference" in r.line()
     plain = benchmark.bench_inception(batch=8, resolution=16, steps=1, warmup=0, num_devices=1)
     assert plain.reference is None and "reference" not in plain.line()
+
+
+def test_project_benchmark_reports_reference(repo_root):
+    """`bench_project(reference=...)`: toonjax's step time, and the reference's per-target step
+    scaled to the batch (the reference projects one target per run)."""
+    spec = importlib.util.spec_from_file_location("c", repo_root / "configs" / "stylegan2_ada.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    config = mod.get_config("toyfaces,runlocal")
+    seen, calls = [], []
+
+    def reference(kwargs):
+        seen.append(kwargs)
+
+        def step():
+            calls.append(1)
+
+        step.name = "stand-in"
+        return step
+
+    r = benchmark.bench_project(config, batch=2, steps=1, reference=reference)
+    assert len(seen) == 1 and seen[0]["img_resolution"] == config.net.resolution
+    assert len(calls) == 1 + 1  # warm-up, then one timed step
+    assert r.what == "project" and r.batch_size == 2 and r.img_per_s > 0
+    assert "2 target(s)" in r.line() and "one target per run, 2 target(s) = 2 runs" in r.line()
+    assert r.reference["name"] == "stand-in" and len(r.reference["times_s"]) == 1

@@ -50,7 +50,7 @@ class Result:
             r = self.reference
             out += (
                 f"\nreference ({r['name']}): {r['img_per_s']:.1f} img/s (median "
-                f"{r['step_ms']:.1f} ms per batch), timed alternately with toonjax; "
+                f"{r['step_ms']:.1f} ms per batch), {r.get('how', 'timed alternately with toonjax')}; "
                 f"toonjax / reference = {self.img_per_s / r['img_per_s']:.2f}x"
             )
         return out
@@ -349,8 +349,14 @@ def bench_project(
     steps: int = 3,
     space: str = "w",
     features: str | None = None,
+    reference: Callable[[dict], Callable[[], None]] | None = None,
 ) -> Result:
     """Seconds per projector step (`toonjax.tools.project`, reference preset) for `batch` targets.
+
+    `reference(kwargs)`, when given, returns a zero-argument callable running one reference
+    projector step for one target (blocking); it is timed `steps` times after toonjax, and as
+    the reference projects one target per run, its time for `batch` targets is `batch` times
+    that (its img/s is per target either way).
 
     The generator is the config's (default: configs/stylegan2_ada.py:paper256, 256x256, z/w 512,
     mapping 8, channel_base 16384, channel_max 512) with random weights; the LPIPS-VGG16 is the
@@ -393,12 +399,28 @@ def bench_project(
     r = P.project((G, variables), targets, space=space, config=cfg, lpips=lpips)
     total = time.perf_counter() - t
     step_s = r.chunk_seconds[1] / steps
+    peak_host = _peak_host_mb()
+    ref = None
+    if reference is not None:
+        ref_step = reference(kwargs)
+        ref_step()  # warm-up
+        ref_times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            ref_step()
+            ref_times.append(batch * (time.perf_counter() - t))
+        ref = _reference_result(ref_step, batch, ref_times)
+        ref["how"] = (
+            f"one target per run, {batch} target(s) = {batch} runs, timed after toonjax; "
+            f"{ref['step_ms'] / 1e3:.2f} s per step of all targets, "
+            f"{ref['step_ms']:.0f} s per 1000 steps"
+        )
     return Result(
         "project",
         batch / step_s,
         step_s * 1e3,
         r.chunk_seconds[0] - r.chunk_seconds[1],  # first chunk minus a compiled one
-        _peak_host_mb(),
+        peak_host,
         _peak_device_mb(),
         _device_name(),
         batch,
@@ -407,6 +429,7 @@ def bench_project(
             f"{steps} timed steps -> {step_s:.2f} s per step, {1000 * step_s:.0f} s per 1000 "
             f"steps (extrapolated); whole call {total:.0f} s; img/s = target-steps per second"
         ),
+        reference=ref,
     )
 
 

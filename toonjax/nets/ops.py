@@ -287,16 +287,28 @@ def _conv_bwd_matmul(stride, pads, x, w, dy):
             acc = jnp.promote_types(x.dtype, jnp.float32)
             dw.append(jnp.einsum("nhwi,nhwo->oi", xs, dy, preferred_element_type=acc))
     dw = jnp.stack(dw, axis=-1).reshape(o, i, kh, kw).astype(w.dtype)
-    # Input gradient: the zero-interleaved dy (strides > 1) correlated with the flipped,
-    # transposed kernel; rows/columns of x the forward pass never read get zeros.
-    if sy > 1 or sx > 1:
-        dy = lax.pad(
-            dy, jnp.zeros((), dy.dtype), [(0, 0, 0), (0, 0, sy - 1), (0, 0, sx - 1), (0, 0, 0)]
-        )
-    hd, wdd = dy.shape[1], dy.shape[2]
-    wt = jnp.swapaxes(w, 0, 1)[:, :, ::-1, ::-1]
-    back = ((kh - 1 - py0, h + py0 - hd), (kw - 1 - px0, wd + px0 - wdd))
-    dx = _conv(dy, wt, (1, 1), back)
+    # Input gradient, per output phase (a, b) of the padded input: position s*m + a reads
+    # dy[m - j] through tap a + s*j, a full correlation of dy with the flipped, transposed
+    # sub-kernel w[..., a::sy, b::sx] (a stride-1 convolution of this kind: any derivative
+    # order stays on matrix products). The phases interleave by a reshape; for stride 1 this
+    # is the usual transposed correlation. Rows/columns never read get zeros.
+    hp, wp = h + py0 + py1, wd + px0 + px1
+    my, mx = -(-hp // sy), -(-wp // sx)  # rows/columns per phase
+    rows = []
+    for a in range(sy):
+        row = []
+        for b in range(sx):
+            sub = w[:, :, a::sy, b::sx]
+            jy, jx = sub.shape[2], sub.shape[3]
+            if jy == 0 or jx == 0:  # no tap of this phase (kernel smaller than the stride)
+                row.append(jnp.zeros((n, my, mx, i), dy.dtype))
+                continue
+            sub = jnp.swapaxes(sub, 0, 1)[:, :, ::-1, ::-1]
+            row.append(_conv(dy, sub, (1, 1), ((jy - 1, my - ho), (jx - 1, mx - wo))))
+        rows.append(jnp.stack(row, axis=3) if sx > 1 else row[0][:, :, :, None])
+    dxp = jnp.stack(rows, axis=2) if sy > 1 else rows[0][:, :, None]  # [n, my, sy, mx, sx, i]
+    dxp = dxp.reshape(n, my * sy, mx * sx, i)[:, :hp, :wp]
+    dx = _pad_hw(dxp, ((-py0, -py1), (-px0, -px1)))
     return dx, dw
 
 

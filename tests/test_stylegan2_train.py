@@ -305,7 +305,26 @@ def _recipe_smoke(repo_root, tmp_path, recipe):
 
 
 def test_toyfaces_recipe_runlocal_one_step(repo_root, tmp_path):
-    _recipe_smoke(repo_root, tmp_path, "toyfaces")
+    state = _recipe_smoke(repo_root, tmp_path, "toyfaces")
+    # Every network command reads the training workdir (its latest checkpoint) directly.
+    from toonjax.convert.network import load_network
+    from toonjax.errors import ConvertError
+    from toonjax.nets.stylegan2 import Generator
+
+    bundle = load_network(tmp_path / "run")
+    assert bundle.info["step"] == 1 and bundle.G_kwargs["img_resolution"] == 16
+    for key in ("G", "G_ema", "D"):
+        for a, b in zip(
+            jax.tree.leaves(bundle.nets[key]), jax.tree.leaves(getattr(state, key)), strict=True
+        ):
+            np.testing.assert_array_equal(a, np.asarray(b))
+    G = Generator(**bundle.G_kwargs)
+    z = jnp.ones((2, G.z_dim))
+    img = G.apply(bundle.nets["G_ema"], z, None, noise_mode="const")
+    assert img.shape == (2, 16, 16, 3) and np.isfinite(np.asarray(img)).all()
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConvertError, match="no complete checkpoint yet"):
+        load_network(tmp_path / "empty")
 
 
 @pytest.mark.slow

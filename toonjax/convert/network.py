@@ -828,7 +828,12 @@ def load_network(path: str | os.PathLike) -> NetworkBundle:
         return convert(p)
     meta_path = p / NETWORK_JSON
     if not meta_path.is_file():
-        raise ConvertError(f"{p}: a directory without {NETWORK_JSON}; expected {EXPECTED_ANY}")
+        if (p / "checkpoints").is_dir() or ((p / "state").is_dir() and (p / "config").is_dir()):
+            return load_training_run(p)
+        raise ConvertError(
+            f"{p}: a directory without {NETWORK_JSON}; expected {EXPECTED_ANY}, or a "
+            "StyleGAN2-ADA training workdir"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as e:
@@ -862,6 +867,56 @@ def load_network(path: str | os.PathLike) -> NetworkBundle:
         D_kwargs=d_kwargs,
         nets=nets,
         info=meta.get("info", {}),
+    )
+
+
+def load_training_run(path: str | os.PathLike) -> NetworkBundle:
+    """G, G_ema and D of a StyleGAN2-ADA training run: WORKDIR (its latest checkpoint) or
+    WORKDIR/checkpoints/STEP. Architecture from the config saved with the checkpoint; the
+    conditioning size from the mapping's embedding weight."""
+    import orbax.checkpoint as ocp
+
+    p = Path(path).expanduser().absolute()
+    ckpt = p
+    if (p / "checkpoints").is_dir():
+        steps = [
+            int(d.name)
+            for d in (p / "checkpoints").iterdir()
+            if d.name.isdigit() and (d / "state").is_dir()
+        ]
+        if not steps:
+            raise ConvertError(f"{p}/checkpoints: no complete checkpoint yet; train longer")
+        ckpt = p / "checkpoints" / str(max(steps))
+    try:
+        config = json.loads((ckpt / "config" / "metadata").read_text())
+    except (OSError, ValueError) as e:
+        raise ConvertError(f"{ckpt}: no readable training config ({e})") from None
+    net = config.get("net", {})
+    if "G_kwargs" not in net:
+        raise ConvertError(
+            f"{ckpt}: not a StyleGAN2-ADA run (a DCGAN run?); only StyleGAN2 networks load here"
+        )
+    try:
+        ckptr = ocp.StandardCheckpointer()
+        state = ckptr.restore(ckpt / "state")
+        ckptr.close()
+    except Exception as e:  # orbax raises many kinds for missing/damaged data
+        raise ConvertError(
+            f"{ckpt}: cannot restore its checkpoint ({type(e).__name__}: {e})"
+        ) from e
+    nets = {k: jax.tree.map(np.asarray, state[k]) for k in ("G", "G_ema", "D") if k in state}
+    embed = flatten_names(nets["G_ema"]["params"]).get("mapping.embed.weight")
+    c_dim = 0 if embed is None else int(embed.shape[1])
+    common = dict(c_dim=c_dim, img_resolution=int(net["resolution"]), img_channels=3)
+    common["img_channels"] = int(net.get("img_channels", 3))
+    step = int(np.asarray(state.get("step", ckpt.name if ckpt.name.isdigit() else 0)))
+    return NetworkBundle(
+        source=str(ckpt),
+        format="toonjax-training",
+        G_kwargs={**common, **net["G_kwargs"]},
+        D_kwargs={**common, **net["D_kwargs"]},
+        nets=nets,
+        info={"step": step, "kimg": step * config.get("batch_size", 0) / 1000},
     )
 
 

@@ -127,3 +127,28 @@ def test_sigkill_and_rerun_equals_uninterrupted(repo_root, tmp_path):
     for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert a["data"] == b["data"]
+
+
+def test_sigterm_saves_the_current_step_and_exits_143(repo_root, tmp_path):
+    """A preempted run (SIGTERM) checkpoints the step it reached, not the last periodic one."""
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    cmd = _train_cmd(repo_root, tmp_path / "w", tmp_path / "toy")
+    cmd = [a for a in cmd if not a.startswith(("--config.total_steps", "--config.checkpoint"))]
+    cmd += ["--config.total_steps=100000", "--config.checkpoint_every=100000"]
+    cmd = [a if not a.startswith("--config.log_every") else "--config.log_every=1" for a in cmd]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    metrics = tmp_path / "w" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert time.time() < deadline and proc.poll() is None, "no steps logged"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    steps = sorted(int(p.name) for p in (tmp_path / "w" / "checkpoints").glob("[0-9]*"))
+    assert len(steps) == 1 and steps[0] >= 3, steps
+    assert f"terminated (SIGTERM): saved step {steps[0]}" in out
+    logged = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert steps[0] == logged[-1]  # the step it reached (log_every=1), saved whole

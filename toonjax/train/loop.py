@@ -13,6 +13,8 @@ logged as scalars `metric/NAME` (metrics.jsonl, TensorBoard). Its time is left o
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -144,10 +146,25 @@ def run(
             ckpt.save(step, state, loader.get_state(), config.to_dict())
             last_saved = step
 
+    # SIGTERM (preemptible TPU VMs, `kill`, job schedulers) stops after the current step with a
+    # checkpoint, exit status 143; a handler only sets a flag, so no step is cut in half.
+    terminated = []
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
     try:
         t_log, step_log = time.perf_counter(), step
         t_start = t_log
         while step < steps_total:
+            if terminated:
+                jax.block_until_ready(state)
+                save(step)
+                print(
+                    f"\nterminated (SIGTERM): saved step {step} in {ckpt.directory}; run the same "
+                    "command to resume",
+                    flush=True,
+                )
+                raise SystemExit(143)
             batch = next(loader)
             state, metrics = step_fn(state, batch)
             if block:
@@ -194,6 +211,8 @@ def run(
             print(f"\ninterrupted: kept checkpoint {last_saved} in {ckpt.directory}")
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         writer.close()
         loader.close()
         ckpt.close()

@@ -907,8 +907,11 @@ def load_training_run(path: str | os.PathLike) -> NetworkBundle:
     nets = {k: jax.tree.map(np.asarray, state[k]) for k in ("G", "G_ema", "D") if k in state}
     embed = flatten_names(nets["G_ema"]["params"]).get("mapping.embed.weight")
     c_dim = 0 if embed is None else int(embed.shape[1])
-    common = dict(c_dim=c_dim, img_resolution=int(net["resolution"]), img_channels=3)
-    common["img_channels"] = int(net.get("img_channels", 3))
+    common = dict(
+        c_dim=c_dim,
+        img_resolution=int(net["resolution"]),
+        img_channels=int(net.get("img_channels", 3)),
+    )
     step = int(np.asarray(state.get("step", ckpt.name if ckpt.name.isdigit() else 0)))
     return NetworkBundle(
         source=str(ckpt),

@@ -4,6 +4,7 @@ XLA_FLAGS must be set before jax is imported, so it is done here at collection t
 Trainer tests pin `num_devices` where the device count matters.
 """
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -75,3 +76,11 @@ def random_lpips(widths: tuple[int, ...], seed: int = 1):
             value = 0.1 * rng.randn(*shape)
         flat[name] = jnp.asarray(value, jnp.float32)
     return lp, {"params": unflatten_names(flat)}
+
+
+def load_file_module(path, name: str = "loaded_module"):
+    """A Python file (a config, a launch/ script) imported as a module by its path."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

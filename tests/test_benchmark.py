@@ -1,17 +1,15 @@
 """The benchmark harness runs on a smoke config and reports sane numbers."""
 
-import importlib.util
 import subprocess
 import sys
+
+from conftest import load_file_module
 
 from toonjax.tools import benchmark
 
 
 def _config(repo_root, tmp_path):
-    spec = importlib.util.spec_from_file_location("c", repo_root / "configs" / "dcgan.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config("runlocal")
+    c = load_file_module(repo_root / "configs" / "dcgan.py").get_config("runlocal")
     c.data.path = str(tmp_path / "toy")
     c.num_devices = 1
     return c
@@ -84,10 +82,9 @@ def test_inception_benchmark_reports_reference(monkeypatch):
 def test_project_benchmark_reports_reference(repo_root):
     """`bench_project(reference=...)`: toonjax's step time, and the reference's per-target step
     scaled to the batch (the reference projects one target per run)."""
-    spec = importlib.util.spec_from_file_location("c", repo_root / "configs" / "stylegan2_ada.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    config = mod.get_config("toyfaces,runlocal")
+    config = load_file_module(repo_root / "configs" / "stylegan2_ada.py").get_config(
+        "toyfaces,runlocal"
+    )
     seen, calls = [], []
 
     def reference(kwargs):

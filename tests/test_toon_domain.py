@@ -1,22 +1,17 @@
 """launch/toon_domain.py: the restyled toy faces used by the README's blending demo."""
 
-import importlib.util
 import subprocess
 import sys
 
 import cv2
 import numpy as np
+from conftest import load_file_module
 
 from toonjax.data.toyfaces import draw_face
 
 
 def _module(repo_root):
-    spec = importlib.util.spec_from_file_location(
-        "toon_domain", repo_root / "launch" / "toon_domain.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file_module(repo_root / "launch" / "toon_domain.py", "toon_domain")
 
 
 def test_restyle_posterises_outlines_and_turns_hue(repo_root):

@@ -17,7 +17,7 @@ They are written for XLA, not transcribed:
   matrix products of shifted input slices with the output gradient. XLA:CPU's own weight
   gradients fall on a slow path inside the up-sampling layer (19 s instead of 0.9 s at
   256x256, batch 8) and, for R1's second derivative, through strided convolutions (26 s
-  instead of about 1 s); matrix products have no such path, at any derivative order.
+  instead of 4.6 s); matrix products have no such path, at any derivative order.
 * The modulated convolution's fused form is a grouped convolution (one group per sample);
   XLA:CPU runs those 4-7x slower than one shared convolution, so the networks use the
   non-fused form by default except at batch 1 (see `SynthesisBlock`).
@@ -231,12 +231,17 @@ def _pad_hw(x: jax.Array, pads) -> jax.Array:
     return lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (py0, py1, 0), (px0, px1, 0), (0, 0, 0)])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x: jax.Array, w: jax.Array, stride: tuple, pads: tuple) -> jax.Array:
+def _lax_conv(x: jax.Array, w: jax.Array, stride: tuple, pads: tuple) -> jax.Array:
     """Ungrouped correlation, NHWC x, OIHW w, stride (sy, sx), pads ((y0, y1), (x0, x1))."""
     if min(min(pads[0]), min(pads[1])) < 0:
         x, pads = _pad_hw(x, pads), ((0, 0), (0, 0))
     return lax.conv_general_dilated(x, w, stride, pads, dimension_numbers=_DN)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x: jax.Array, w: jax.Array, stride: tuple, pads: tuple) -> jax.Array:
+    """`_lax_conv` with the gradients of `_conv_bwd`."""
+    return _lax_conv(x, w, stride, pads)
 
 
 def _conv_fwd(x, w, stride, pads):
@@ -256,14 +261,7 @@ def _conv_bwd(stride, pads, res, dy):
 
 
 def _conv_bwd_xla(stride, pads, x, w, dy):
-    def conv(x, w):
-        if min(min(pads[0]), min(pads[1])) < 0:
-            x, p = _pad_hw(x, pads), ((0, 0), (0, 0))
-        else:
-            p = pads
-        return lax.conv_general_dilated(x, w, stride, p, dimension_numbers=_DN)
-
-    return jax.vjp(conv, x, w)[1](dy)
+    return jax.vjp(lambda x, w: _lax_conv(x, w, stride, pads), x, w)[1](dy)
 
 
 def _conv_bwd_matmul(stride, pads, x, w, dy):
@@ -275,6 +273,7 @@ def _conv_bwd_matmul(stride, pads, x, w, dy):
     # Weight gradient: dW[o, i, r, c] = sum over n, y, x of xp[n, sy*y + r, sx*x + c, i] *
     # dy[n, y, x, o], one matrix product per tap.
     xp = _pad_hw(x, pads)
+    acc = jnp.promote_types(x.dtype, jnp.float32)
     dw = []
     for r in range(kh):
         for c in range(kw):
@@ -284,7 +283,6 @@ def _conv_bwd_matmul(stride, pads, x, w, dy):
                 (n, r + sy * (ho - 1) + 1, c + sx * (wo - 1) + 1, i),
                 (1, sy, sx, 1),
             )
-            acc = jnp.promote_types(x.dtype, jnp.float32)
             dw.append(jnp.einsum("nhwi,nhwo->oi", xs, dy, preferred_element_type=acc))
     dw = jnp.stack(dw, axis=-1).reshape(o, i, kh, kw).astype(w.dtype)
     # Input gradient, per output phase (a, b) of the padded input: position s*m + a reads

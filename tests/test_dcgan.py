@@ -183,14 +183,21 @@ def test_ada_in_the_dcgan_step(repo_root, tmp_path):
     c = _small(repo_root, tmp_path)
     G, D, g_tx, d_tx = dcgan.build(c)
     rng = np.random.default_rng(0)
-    batch = {"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)}
     mesh = common.make_mesh(1)
+    # placed as the training loop places them, so that each step compiles once
+    batch = jax.device_put(
+        {"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)}, common.batch_sharded(mesh)
+    )
+    compiled = {}  # p lives in the state: fixed p=0 and p=1 share one compiled step
 
     def run(steps=1, **aug):
         cfg = c.copy_and_resolve_references()
         cfg.aug.update(aug)
-        state = dcgan.init_state(cfg, G, D, g_tx, d_tx)
-        step, _ = dcgan.make_steps(cfg, G, D, g_tx, d_tx, mesh)
+        state = jax.device_put(dcgan.init_state(cfg, G, D, g_tx, d_tx), common.replicated(mesh))
+        key = tuple(sorted((k, v) for k, v in cfg.aug.items() if k != "p"))
+        if key not in compiled:
+            compiled[key] = dcgan.make_steps(cfg, G, D, g_tx, d_tx, mesh)[0]
+        step = compiled[key]
         for _ in range(steps):
             state, m = step(state, batch)
         return jax.device_get(state), jax.device_get(m)

@@ -248,6 +248,7 @@ def test_recipe_without_resume_path_is_a_clear_error(cfg_module, tmp_path):
         stylegan2.train(c, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_sg2_train_step_benchmark(cfg_module):
     c = cfg_module.get_config("runlocal")
     c.num_devices = 1

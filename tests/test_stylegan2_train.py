@@ -213,7 +213,7 @@ def test_ada_raises_p_by_the_reference_step_inside_training(repo_root, tmp_path)
     assert -1 <= rows[-1]["rt"] <= 1
 
 
-def _phases(c, batch_gpu, n_dev=1):
+def _phases(c, batch_gpu, n_dev=1, init=True):
     """Phases with plain SGD (lr 1: the update is minus the gradient) at `batch_gpu`."""
     import optax
 
@@ -221,7 +221,7 @@ def _phases(c, batch_gpu, n_dev=1):
     c.batch_gpu = batch_gpu
     G, D = sg2.build_networks(c)
     tx = optax.sgd(1.0)
-    state = sg2.init_state(c, G, D, tx, tx, 0)
+    state = sg2.init_state(c, G, D, tx, tx, 0) if init else None
     return sg2.Phases(c, G, D, tx, tx, 0, n_dev=n_dev), state
 
 
@@ -276,15 +276,15 @@ def _check_accumulation(repo_root, tmp_path, phases, check_pl=False):
 
 def test_gradient_accumulation_rounds_and_errors(repo_root, tmp_path):
     c = _runlocal(repo_root, tmp_path, batch_size=16)
-    ph, _ = _phases(c, 4, n_dev=2)
+    ph, _ = _phases(c, 4, n_dev=2, init=False)
     assert ph.rounds(16) == 2  # 8 per device in rounds of 4
-    ph, _ = _phases(c, 16, n_dev=2)
+    ph, _ = _phases(c, 16, n_dev=2, init=False)
     assert ph.rounds(16) == 1
-    ph, _ = _phases(c, 3)
+    ph, _ = _phases(c, 3, init=False)
     with pytest.raises(Exception, match="batch_gpu=3 does not divide the per-device batch 16"):
         ph.rounds(16)
     # Round r takes every device's r-th slice: no sample crosses devices.
-    ph, _ = _phases(c, 4, n_dev=2)
+    ph, _ = _phases(c, 4, n_dev=2, init=False)
     x = jnp.arange(16)
     np.testing.assert_array_equal(
         np.asarray(ph._split(x, 2)), [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]

@@ -47,7 +47,7 @@ Arguments after the colon, comma-separated: one preset, then options.
     toyfaces  CPU-sized default at 64x64 on the built-in toy faces: auto (batch 32, gamma
               0.0256, ema 10 kimg), w 128, 64 channels up to 16x16 then 32 and 16, float32,
               ADA bgc adjusting at 20 kimg per unit of p (the reference's 500 suits 25,000-kimg
-              runs), 60 kimg (about 45 minutes on 2 CPU cores).
+              runs), 250 kimg (about 3 hours on 2 CPU cores, 40 s/kimg).
                 toonjax train --config configs/stylegan2_ada.py:toyfaces --workdir runs/sg2-toy
     webtoon   faces of one webtoon (a few hundred to 1,000): paper256 networks, batch 8, ADA
               'bgcfnc', mirror, transfer from an FFHQ-256 checkpoint, 1,000 kimg.
@@ -85,12 +85,13 @@ Examples:
     python launch/benchmark.py --config configs/stylegan2_ada.py:paper256 --what train_step \
         --reference torch --sg2ada_src /tmp/sg2ada   # an extract of NVlabs' repository
 
-What to expect on this project's 2-core CPU: the toyfaces recipe trains at about 21-24 img/s
-(42-48 s/kimg); after 41 kimg its G_ema draws face layouts but no features yet (README); the
-paper256 iteration (about 13,900 s/kimg at batch 8, 2.5x slower than the reference: an open
-problem) and the 64x64 one are in BENCHMARKS.md. The reference trains 256x256 at
-21.6-24.2 s/kimg on one V100 (ada-pt README) and needs about an hour per kimg on this CPU
-(shared/notes/anchors/sg2ada-torch-cpu-timing.md).
+What to expect on this project's 2-core CPU: the toyfaces recipe trains at about 25 img/s
+(40 s/kimg); its G_ema draws face-shaped blobs at 50 kimg, eyes at about 90 kimg, rough
+faces at 136 kimg and cartoon faces (hair, eyes with irises, skin, shirt; few mouths) at 250
+kimg (README, pictures). The paper256 iteration
+is about 6,600 s/kimg at batch 8 on this CPU (0.93x the reference's speed there), the 64x64
+one 1.2x the reference (BENCHMARKS.md). The reference trains 256x256 at 21.6-24.2 s/kimg on
+one V100 (ada-pt README).
 """
 
 import ml_collections
@@ -310,7 +311,7 @@ def _apply_recipe(c: ml_collections.ConfigDict, recipe: str) -> None:
         for kw in (c.net.G_kwargs.synthesis_kwargs, c.net.D_kwargs):
             kw.channel_base, kw.channel_max, kw.num_fp16_res = 1024, 64, 0
         c.aug.ada_kimg = 20
-        c.total_kimg = 60.0
+        c.total_kimg = 250.0
         c.kimg_per_tick = 1.0
         c.image_snapshot_ticks = c.network_snapshot_ticks = 5
         return

@@ -88,10 +88,9 @@ Examples:
 What to expect on this project's 2-core CPU: the toyfaces recipe trains at about 25 img/s
 (40 s/kimg); its G_ema draws face-shaped blobs at 50 kimg, eyes at about 90 kimg, rough
 faces at 136 kimg and cartoon faces (hair, eyes with irises, skin, shirt; few mouths) at 250
-kimg (README, pictures). The paper256 iteration
-is about 6,600 s/kimg at batch 8 on this CPU (0.93x the reference's speed there), the 64x64
-one 1.2x the reference (BENCHMARKS.md). The reference trains 256x256 at 21.6-24.2 s/kimg on
-one V100 (ada-pt README).
+kimg (README, pictures). The paper256 iteration is about 6,600 s/kimg at batch 8 on this CPU
+(0.93x the reference's speed there), the 64x64 one 1.2x the reference (BENCHMARKS.md). The
+reference trains 256x256 at 21.6-24.2 s/kimg on one V100 (ada-pt README).
 """
 
 import ml_collections

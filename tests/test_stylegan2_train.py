@@ -71,10 +71,26 @@ def _runlocal(repo_root, tmp_path, **over):
     return c
 
 
-def test_runlocal_smoke_with_freezed_keeps_frozen_leaves(repo_root, tmp_path):
-    c = _runlocal(repo_root, tmp_path, freezed=2)
+def test_runlocal_run_with_freezed_and_ada(repo_root, tmp_path):
+    """One short training run (one compilation) checked for FreezeD, ADA's p and the workdir.
+
+    FreezeD: frozen D leaves are bit-identical after training, every other D leaf moved.
+    ADA with ada_target -1: r_t = E[sign(D(real))] is never below it, so every adjustment
+    (each ada_interval=4 iterations) adds batch * interval / (ada_kimg * 1000).
+    """
+    import json
+
+    from toonjax.convert.network import load_network
+    from toonjax.errors import ConvertError
+    from toonjax.nets.stylegan2 import Generator
+
+    c = _runlocal(repo_root, tmp_path, freezed=2, total_kimg=0.032)  # 8 iterations of 4 images
+    c.aug.mode = "ada"
+    c.aug.ada_target = -1.0
+    c.aug.ada_kimg = 1
     state = train_and_evaluate(c, str(tmp_path / "run"))
-    assert int(state.step) == 3
+    assert int(state.step) == 8
+
     G, D = sg2.build_networks(c)
     _, shapes = _d_params_shapes(c)
     g_tx, d_tx = sg2.make_optimizers(c, shapes, sg2.frozen_layers(c, D, shapes))
@@ -93,8 +109,27 @@ def test_runlocal_smoke_with_freezed_keeps_frozen_leaves(repo_root, tmp_path):
         else:
             changed.append(not np.array_equal(np.asarray(a), np.asarray(b)))
     assert changed and all(changed)
-    # G_ema moved away from its initial copy of G and samples were written.
     assert (tmp_path / "run" / "samples" / "latest.png").is_file()
+
+    np.testing.assert_allclose(float(state.ada_p), 2 * 4 * 4 / (1 * 1000), rtol=1e-6)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"ada_p", "rt", "loss_G", "loss_D"} <= rows[-1].keys()
+    assert -1 <= rows[-1]["rt"] <= 1
+
+    # Every network command reads the training workdir (its latest checkpoint) directly.
+    bundle = load_network(tmp_path / "run")
+    assert bundle.info["step"] == 8 and bundle.G_kwargs["img_resolution"] == 16
+    for key in ("G", "G_ema", "D"):
+        for a, b in zip(
+            jax.tree.leaves(bundle.nets[key]), jax.tree.leaves(getattr(state, key)), strict=True
+        ):
+            np.testing.assert_array_equal(a, np.asarray(b))
+    G = Generator(**bundle.G_kwargs)
+    img = G.apply(bundle.nets["G_ema"], jnp.ones((2, G.z_dim)), None, noise_mode="const")
+    assert img.shape == (2, 16, 16, 3) and np.isfinite(np.asarray(img)).all()
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConvertError, match="no complete checkpoint yet"):
+        load_network(tmp_path / "empty")
 
 
 def test_transfer_mismatch_lists_tensors_and_suggests_preset(repo_root, tmp_path):
@@ -196,23 +231,6 @@ def test_one_and_eight_devices_give_the_same_iterations(repo_root, tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
-def test_ada_raises_p_by_the_reference_step_inside_training(repo_root, tmp_path):
-    # ada_target -1: r_t = E[sign(D(real))] is never below it, so every
-    # adjustment (each ada_interval=4 iterations) adds batch * interval / (ada_kimg * 1000).
-    c = _runlocal(repo_root, tmp_path, total_kimg=0.032)  # 8 iterations of 4 images
-    c.aug.mode = "ada"
-    c.aug.ada_target = -1.0
-    c.aug.ada_kimg = 1
-    state = train_and_evaluate(c, str(tmp_path / "run"))
-    step = 4 * 4 / (1 * 1000)
-    np.testing.assert_allclose(float(state.ada_p), 2 * step, rtol=1e-6)
-    import json
-
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert {"ada_p", "rt", "loss_G", "loss_D"} <= rows[-1].keys()
-    assert -1 <= rows[-1]["rt"] <= 1
-
-
 def _phases(c, batch_gpu, n_dev=1, init=True):
     """Phases with plain SGD (lr 1: the update is minus the gradient) at `batch_gpu`."""
     import optax
@@ -304,31 +322,8 @@ def _recipe_smoke(repo_root, tmp_path, recipe):
     return state
 
 
-def test_toyfaces_recipe_runlocal_one_step(repo_root, tmp_path):
-    state = _recipe_smoke(repo_root, tmp_path, "toyfaces")
-    # Every network command reads the training workdir (its latest checkpoint) directly.
-    from toonjax.convert.network import load_network
-    from toonjax.errors import ConvertError
-    from toonjax.nets.stylegan2 import Generator
-
-    bundle = load_network(tmp_path / "run")
-    assert bundle.info["step"] == 1 and bundle.G_kwargs["img_resolution"] == 16
-    for key in ("G", "G_ema", "D"):
-        for a, b in zip(
-            jax.tree.leaves(bundle.nets[key]), jax.tree.leaves(getattr(state, key)), strict=True
-        ):
-            np.testing.assert_array_equal(a, np.asarray(b))
-    G = Generator(**bundle.G_kwargs)
-    z = jnp.ones((2, G.z_dim))
-    img = G.apply(bundle.nets["G_ema"], z, None, noise_mode="const")
-    assert img.shape == (2, 16, 16, 3) and np.isfinite(np.asarray(img)).all()
-    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(ConvertError, match="no complete checkpoint yet"):
-        load_network(tmp_path / "empty")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["webtoon", "emoji", "toonify", "paper256"])
+@pytest.mark.parametrize("recipe", ["toyfaces", "webtoon", "emoji", "toonify", "paper256"])
 def test_recipe_runlocal_one_step(repo_root, tmp_path, recipe):
     state = _recipe_smoke(repo_root, tmp_path, recipe)
     if recipe == "toonify":  # ADA starts from p = 0.328

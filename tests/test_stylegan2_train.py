@@ -93,10 +93,10 @@ def test_runlocal_run_with_freezed_and_ada(repo_root, tmp_path):
 
     G, D = sg2.build_networks(c)
     _, shapes = _d_params_shapes(c)
-    g_tx, d_tx = sg2.make_optimizers(c, shapes, sg2.frozen_layers(c, D, shapes))
-    init = sg2.init_state(c, G, D, g_tx, d_tx, 0)
     frozen = sg2.frozen_layers(c, D, shapes)
     assert frozen == {"b16/fromrgb", "b16/conv0"}
+    g_tx, d_tx = sg2.make_optimizers(c, shapes, frozen)
+    init = sg2.init_state(c, G, D, g_tx, d_tx, 0)
     changed = []
     for (path, a), (_, b) in zip(
         jax.tree_util.tree_flatten_with_path(init.D["params"])[0],

@@ -15,10 +15,16 @@ gives it:
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import math
 import os
+import shutil
+import sys
+import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -64,54 +70,242 @@ def needs_blocking(mesh: jax.sharding.Mesh) -> bool:
 # ---------------------------------------------------------------------------- checkpoints
 
 
+def _names(path) -> tuple[str, ...]:
+    """A pytree key path as plain names (dataclass fields, dict keys and sequence indices alike),
+    so a live state and orbax's stored tree metadata can be compared leaf by leaf."""
+    out = []
+    for k in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                out.append(str(getattr(k, attr)))
+                break
+        else:
+            out.append(str(k))
+    return tuple(out)
+
+
+def state_digest(state: Any) -> str:
+    """CRC32 over every leaf's bytes, shape and dtype, in tree order (fetched to the host).
+
+    Stored with each checkpoint and checked at restore: orbax/tensorstore read a zeroed or
+    truncated chunk without complaint in some layouts, and a resume from silently damaged
+    weights is worse than no resume."""
+    crc = 0
+    for leaf in jax.tree.leaves(state):
+        if jnp.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        arr = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        crc = zlib.crc32(f"{arr.shape}{arr.dtype.str}".encode(), crc)
+        crc = zlib.crc32(arr.view(np.uint8).reshape(-1) if arr.size else b"", crc)
+    return f"{crc:08x}"
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
 class Checkpointer:
     """Saves and restores (train state, data iterator state, config) under WORKDIR/checkpoints.
 
     Orbax writes each step into a temporary directory and renames it when complete, so a
-    crash mid-save leaves the previous checkpoint intact.
+    crash mid-save leaves the previous checkpoint intact. Each checkpoint also holds a digest of
+    the state; `restore_latest` checks it and, when the newest checkpoint is damaged (a file
+    truncated, zeroed or deleted), moves it aside to `damaged-STEP` (never deleted) and resumes
+    from the newest intact one. A full disk while saving ends with one line, no temporary
+    directory left behind, and the earlier checkpoints intact.
     """
 
     def __init__(self, workdir: str | os.PathLike, keep: int = 3):
         self.directory = Path(workdir).absolute() / "checkpoints"  # orbax needs absolute paths
-        self.manager = ocp.CheckpointManager(
+        self._keep = keep
+        self._remove_temporaries()
+        self.manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=False
+                max_to_keep=self._keep, create=True, enable_async_checkpointing=False
             ),
         )
+
+    def _remove_temporaries(self) -> None:
+        """Partial saves (a crash, a kill, a full disk) leave orbax's tmp directories; nothing
+        reads them, so they only fill the disk."""
+        if self.directory.is_dir():
+            for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
     def save(self, step: int, state: Any, data_state: dict, config: dict) -> None:
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave(data_state),
-                config=ocp.args.JsonSave(config),
-            ),
-            force=True,
+        digest = {"state_crc32": state_digest(state), "step": int(step)}
+        # Check the space first: a write that runs out of it half-way makes tensorstore and
+        # orbax print pages of tracebacks from their threads before the error surfaces.
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if shutil.disk_usage(self.directory).free < self._needed_bytes(state) * 1.02 + (1 << 16):
+            raise self._disk_full(step, state)
+        quiet = _QuietOrbaxErrors()
+        try:
+            with quiet:
+                self.manager.save(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(state),
+                        data=ocp.args.JsonSave(data_state),
+                        config=ocp.args.JsonSave(config),
+                        integrity=ocp.args.JsonSave(digest),
+                    ),
+                    force=True,
+                )
+                self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 -- orbax wraps the OS error in several layers
+            if not _is_disk_full(e):
+                quiet.replay()  # an unexpected failure keeps everything orbax said about it
+                raise
+            self._remove_temporaries()
+            shutil.rmtree(self.directory / str(step), ignore_errors=True)
+            raise self._disk_full(step, state) from None
+
+    def _needed_bytes(self, state: Any) -> int:
+        """What the next checkpoint will take: the newest one's size, or the state's bytes."""
+        steps = self.all_steps()
+        need = _dir_bytes(self.directory / str(steps[-1])) if steps else 0
+        return need or int(
+            1.05 * sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
         )
-        self.manager.wait_until_finished()
+
+    def _disk_full(self, step: int, state: Any) -> TrainingError:
+        usage = shutil.disk_usage(self.directory)
+        steps = self.all_steps()
+        kept = f"checkpoint {steps[-1]} is intact" if steps else "no checkpoint was written yet"
+        return TrainingError(
+            f"disk full: cannot save step {step} in {self.directory} "
+            f"({usage.free / 2**20:.1f} MiB free, a checkpoint needs about "
+            f"{self._needed_bytes(state) / 2**20:.1f} MiB); {kept}. Free space on that disk "
+            "(or move the workdir) and run the same command to resume"
+        )
+
+    def _check_structure(self, step: int, abstract_state: Any) -> None:
+        """ConfigError-style line when the checkpoint holds another model; `_Damaged` when its
+        tree metadata cannot be read."""
+        try:
+            ckptr = ocp.StandardCheckpointer()
+            try:
+                md = ckptr.metadata(self.directory / str(step) / "state")
+            finally:
+                ckptr.close()
+            stored_tree = getattr(md, "item_metadata", md)
+            stored = {
+                _names(p): (tuple(x.shape), np.dtype(x.dtype))
+                for p, x in jax.tree_util.tree_flatten_with_path(stored_tree)[0]
+            }
+        except Exception as e:  # noqa: BLE001 -- missing/garbled metadata files
+            raise _Damaged(f"its tree metadata cannot be read ({_first_line(e)})") from e
+        want = {
+            _names(p): (tuple(x.shape), np.dtype(x.dtype))
+            for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+        }
+        if stored == want:
+            return
+        missing = sorted(set(want) - set(stored))
+        extra = sorted(set(stored) - set(want))
+        changed = sorted(k for k in set(want) & set(stored) if want[k] != stored[k])
+        if changed:
+            k = changed[0]
+            what = (
+                f"{'/'.join(k)} is {stored[k][0]} {stored[k][1]} there, {want[k][0]} "
+                f"{want[k][1]} now"
+            )
+        elif missing:
+            what = f"it has no {'/'.join(missing[0])}"
+        else:
+            what = f"it has {'/'.join(extra[0])}, which the current model lacks"
+        n = len(missing) + len(extra) + len(changed)
+        raise TrainingError(
+            f"{self.directory}/{step} was written by a different model or config ({what}; "
+            f"{n} arrays differ): run with the config it was trained with (saved in "
+            f"{self.directory}/{step}/config/metadata) or use a new --workdir"
+        )
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
+        """The checkpoint of `step` into `abstract_state`'s shapes and shardings; TrainingError
+        for another model's checkpoint, `_Damaged` for a damaged one."""
+        self._check_structure(step, abstract_state)
+        items = {
+            "state": ocp.args.StandardRestore(abstract_state),
+            "data": ocp.args.JsonRestore(),
+            "config": ocp.args.JsonRestore(),
+        }
+        has_digest = (self.directory / str(step) / "integrity").is_dir()
+        if has_digest:  # checkpoints written before digests existed restore unchecked
+            items["integrity"] = ocp.args.JsonRestore()
         try:
-            out = self.manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=ocp.args.JsonRestore(),
-                    config=ocp.args.JsonRestore(),
-                ),
-            )
-        except (ValueError, KeyError, TypeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TrainingError(
-                f"{self.directory}/{step}: cannot restore into the current model ({first}); "
-                "the config changed since it was written: use the original config or a new --workdir"
-            ) from e
+            out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # noqa: BLE001 -- tensorstore/orbax raise many kinds here
+            raise _Damaged(f"its data cannot be read ({_first_line(e)})") from e
+        if has_digest:
+            want = (out.integrity or {}).get("state_crc32")
+            got = state_digest(out.state)
+            if want != got:
+                raise _Damaged(
+                    f"its arrays do not match the digest saved with them ({got} != {want})"
+                )
+        if out.data is None or out.config is None:
+            raise _Damaged("its data-position or config file is missing")
         return out.state, out.data, out.config
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
+        """(step, state, data state, config) of the newest intact checkpoint, or None when there
+        is none. Damaged ones are moved to `damaged-STEP` with a printed line each."""
+        damaged = []
+        for step in reversed(self.all_steps()):
+            try:
+                state, data, config = self.restore(step, abstract_state)
+            except _Damaged as e:
+                aside = self._set_aside(step)
+                print(
+                    f"checkpoint {step} in {self.directory} is damaged: {e}; kept it as "
+                    f"{aside.name} and trying the one before",
+                    flush=True,
+                )
+                damaged.append(step)
+                continue
+            return step, state, data, config
+        if damaged:
+            raise TrainingError(
+                f"no intact checkpoint in {self.directory} (damaged, set aside as damaged-STEP: "
+                f"{', '.join(map(str, damaged))}): restore the files from a backup, or move the "
+                "checkpoints directory away to start training from scratch"
+            )
+        return None
+
+    def _set_aside(self, step: int) -> Path:
+        src = self.directory / str(step)
+        dest = self.directory / f"damaged-{step}"
+        n = 1
+        while dest.exists():
+            dest = self.directory / f"damaged-{step}.{n}"
+            n += 1
+        src.rename(dest)
+        self.manager.reload()  # forget the step orbax had listed
+        return dest
 
     def close(self) -> None:
         self.manager.close()
@@ -121,6 +315,61 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _QuietOrbaxErrors:
+    """Holds back what orbax/tensorstore print while a save fails: absl ERROR records with
+    tracebacks from its writer threads, and 'Event loop is closed' tracebacks from callbacks
+    that outlive its event loop. A full disk then ends in one line; any other failure gets the
+    held-back records replayed before its own traceback."""
+
+    def __init__(self) -> None:
+        self.records: list[logging.LogRecord] = []
+        self._logger = logging.getLogger("absl")
+        self._old_hooks = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.records.append(record)
+            return False
+        return True
+
+    def _excepthook(self, exc_type, exc, tb):
+        if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+            return
+        self._old_hooks[0](exc_type, exc, tb)
+
+    def _threadhook(self, args):
+        if isinstance(args.exc_value, RuntimeError) and "Event loop is closed" in str(
+            args.exc_value
+        ):
+            return
+        self._old_hooks[1](args)
+
+    def __enter__(self) -> _QuietOrbaxErrors:
+        self._logger.addFilter(self)
+        self._old_hooks = (sys.excepthook, threading.excepthook)
+        sys.excepthook, threading.excepthook = self._excepthook, self._threadhook
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._logger.removeFilter(self)
+        if exc[0] is None:  # after a failure, callbacks keep firing: leave the filter in place
+            sys.excepthook, threading.excepthook = self._old_hooks
+
+    def replay(self) -> None:
+        for record in self.records:
+            self._logger.handle(record)
+
+
+class _Damaged(Exception):
+    """A checkpoint whose files cannot be read or do not match their digest."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line[:200]
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -176,14 +425,24 @@ class MetricWriter:
             self.tb.close()
 
 
-def check_finite(step: int, scalars: dict[str, float], workdir: str | os.PathLike) -> None:
+def lr_flags(config: Any) -> str:
+    """The learning-rate overrides of this config, e.g. '--config.optim.G_lr, --config.optim.D_lr'
+    (DCGAN spells them g_lr/d_lr, StyleGAN2 G_lr/D_lr: name the ones that exist)."""
+    optim = config.get("optim") if hasattr(config, "get") else None
+    names = [k for k in (optim.keys() if optim is not None else ()) if k.lower().endswith("lr")]
+    return ", ".join(f"--config.optim.{k}" for k in names) or "the config's learning rates"
+
+
+def check_finite(
+    step: int, scalars: dict[str, float], workdir: str | os.PathLike, lr_hint: str = ""
+) -> None:
     bad = {k: v for k, v in scalars.items() if not math.isfinite(float(v))}
     if bad:
         names = ", ".join(f"{k}={v}" for k, v in bad.items())
         raise TrainingError(
             f"non-finite values at step {step} ({names}); training stopped. The latest good "
             f"checkpoint in {workdir}/checkpoints is kept: lower the learning rates "
-            "(e.g. --config.optim.g_lr) and run the same command to resume"
+            f"({lr_hint or 'the config optim fields'}) and run the same command to resume"
         )
 
 

@@ -6,6 +6,8 @@ logic lives in `toonjax.train.train_and_evaluate`.
 
 from __future__ import annotations
 
+import re
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -54,12 +56,7 @@ def run(argv: list[str]) -> None:
     try:
         config, workdir = _parse(argv)
     except (KeyError, AttributeError) as e:  # --config.FIELD=... naming no field
-        field = str(e).strip("\"'")
-        bad = [a.split("=")[0] for a in argv if a.startswith("--config.") and field in a]
-        raise ConfigError(
-            f"{bad[0] if bad else field}: the config has no field {field!r}; "
-            "the config file lists its fields"
-        ) from e
+        raise ConfigError(_unknown_field_message(e, argv)) from e
     except Exception as e:  # flag syntax, a missing config file, a config that raises, ...
         raise ConfigError(_one_line(e)) from e
     if config is None:
@@ -67,6 +64,21 @@ def run(argv: list[str]) -> None:
     if not workdir:
         raise ConfigError("--workdir is required, e.g. --workdir runs/dcgan")
     train_and_evaluate(config, workdir)
+
+
+def _unknown_field_message(e: Exception, argv: list[str]) -> str:
+    """One clean line for an override naming no field. ml_collections raises a KeyError whose
+    text is "'field'\\nDid you mean "other" instead of "field"?" (sometimes escaped once more)."""
+    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    m_field = re.search(r"'(\w+)\\?'", text)
+    field = m_field.group(1) if m_field else text.splitlines()[0].strip("\"'\\")
+    m = re.search(r'Did you mean "([^"]+)"', text)
+    flags_given = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+    flag = next((f for f in flags_given if f.endswith("." + field)), f"--config.{field}")
+    hint = "; the config file lists its fields"
+    if m:
+        hint = f"; did you mean {flag[: -len(field)]}{m.group(1)}?"
+    return f"{flag}: the config has no field {field!r}{hint}"
 
 
 def _one_line(e: Exception) -> str:

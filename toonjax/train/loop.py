@@ -1,9 +1,9 @@
 """The training loop shared by single-step GAN trainers (DCGAN): data, mesh, resume, log, save.
 
 Phases, in order: dataset -> mesh -> state (fresh or restored) -> loader (restored position)
--> loop { step, log + NaN guard, sample grid, checkpoint, evaluation }. Ctrl-C saves a
-checkpoint of the last completed step before exiting, so the same command resumes where it
-stopped.
+-> loop { step, log + NaN guard, sample grid, checkpoint, evaluation }. Ctrl-C and SIGTERM
+save a checkpoint of the step reached before exiting (130 / 143), so the same command resumes
+where it stopped; a damaged newest checkpoint is set aside and the newest intact one resumes.
 
 Evaluation (optional): a trainer passes `evaluate(state, step) -> {name: value}`; it runs every
 `config.evaluate_every` steps (0: never) and at the last step, after a checkpoint of that step
@@ -100,71 +100,87 @@ def run(
         sharding=common.batch_sharded(mesh),
     )
     ckpt = common.Checkpointer(workdir_path, keep=config.keep_checkpoints)
-    start = ckpt.latest_step()
-    if start is not None:
+    writer = None
+    # SIGTERM (preemptible TPU VMs, `kill`, job schedulers) and Ctrl-C stop after the current
+    # step with a checkpoint of it: a handler only records the signal, so no step is cut in half
+    # and no orbax write is interrupted. A second Ctrl-C quits at once (the last checkpoint
+    # stands). Exit status 143 for SIGTERM, 130 for Ctrl-C, as a shell reports them.
+    stop: list[int] = []
+    previous = {}
+
+    def on_signal(signum, _frame):
+        if signum == signal.SIGINT and stop:
+            raise KeyboardInterrupt
+        if not stop:
+            print("\nstopping after this step (saving a checkpoint)...", flush=True)
+        stop.append(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        start = 0
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
         )
-        state, data_state, _ = ckpt.restore(start, abstract)
-        loader.set_state(data_state)
-        print(f"resumed from {ckpt.directory}/{start}")
-    start = start or 0
+        restored = ckpt.restore_latest(abstract)
+        if restored is not None:
+            start, state, data_state, _ = restored
+            loader.set_state(data_state)
+            print(f"resumed from {ckpt.directory}/{start}")
 
-    step_fn, sample_fn = make_steps(mesh)
-    fixed_z = jax.device_put(
-        jax.random.normal(jax.random.key(config.seed + 1), (config.num_samples, z_dim)), repl
-    )
-    print(
-        f"{config.model}: {meta.count} images {meta.resolution}x{meta.resolution} from "
-        f"{config.data.path}; {', '.join(f'{k} {v:,} params' for k, v in counts.items())}; "
-        f"{n_dev} {mesh.devices.flat[0].platform} device(s); batch {config.batch_size}; "
-        f"steps {start}->{steps_total}; workdir {workdir_path}"
-    )
-    if start == 0:
-        first = next(
-            loader_lib.Loader(
-                config.data.path,
-                batch_size=config.batch_size,
-                seed=config.seed,
-                mirror=config.data.mirror,
+        step_fn, sample_fn = make_steps(mesh)
+        fixed_z = jax.device_put(
+            jax.random.normal(jax.random.key(config.seed + 1), (config.num_samples, z_dim)), repl
+        )
+        print(
+            f"{config.model}: {meta.count} images {meta.resolution}x{meta.resolution} from "
+            f"{config.data.path}; {', '.join(f'{k} {v:,} params' for k, v in counts.items())}; "
+            f"{n_dev} {mesh.devices.flat[0].platform} device(s); batch {config.batch_size}; "
+            f"steps {start}->{steps_total}; workdir {workdir_path}"
+        )
+        if start == 0:
+            first = next(
+                loader_lib.Loader(
+                    config.data.path,
+                    batch_size=config.batch_size,
+                    seed=config.seed,
+                    mirror=config.data.mirror,
+                )
             )
-        )
-        common.save_grid(
-            workdir_path / "samples" / "reals.png", first["image"][: config.num_samples]
-        )
+            common.save_grid(
+                workdir_path / "samples" / "reals.png", first["image"][: config.num_samples]
+            )
 
-    writer = common.MetricWriter(workdir_path, steps_total, start, unit="step")
-    last_saved = start
-    step = start
-    evaluate_every = config.get("evaluate_every", 0) if evaluate is not None else 0
+        writer = common.MetricWriter(workdir_path, steps_total, start, unit="step")
+        last_saved = start
+        step = start
+        evaluate_every = config.get("evaluate_every", 0) if evaluate is not None else 0
+        lr_hint = common.lr_flags(config)
 
-    def save(step: int) -> None:
-        nonlocal last_saved
-        if step > last_saved:
-            # Never let a diverged state replace the last good checkpoint.
-            common.check_finite_state(step, state, workdir_path)
-            ckpt.save(step, state, loader.get_state(), config.to_dict())
-            last_saved = step
+        def save(step: int) -> None:
+            nonlocal last_saved
+            if step > last_saved:
+                # Never let a diverged state replace the last good checkpoint.
+                common.check_finite_state(step, state, workdir_path)
+                ckpt.save(step, state, loader.get_state(), config.to_dict())
+                last_saved = step
 
-    # SIGTERM (preemptible TPU VMs, `kill`, job schedulers) stops after the current step with a
-    # checkpoint, exit status 143; a handler only sets a flag, so no step is cut in half.
-    terminated = []
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
-    try:
         t_log, step_log = time.perf_counter(), step
         t_start = t_log
         while step < steps_total:
-            if terminated:
+            if stop:
                 jax.block_until_ready(state)
                 save(step)
+                name = "SIGTERM" if stop[0] == signal.SIGTERM else "interrupted (Ctrl-C)"
+                writer.close()
+                writer = None
                 print(
-                    f"\nterminated (SIGTERM): saved step {step} in {ckpt.directory}; run the same "
-                    "command to resume",
+                    f"\n{name}: saved step {step} in {ckpt.directory}; run the same command to "
+                    "resume",
                     flush=True,
                 )
-                raise SystemExit(143)
+                raise SystemExit(143 if stop[0] == signal.SIGTERM else 130)
             batch = next(loader)
             state, metrics = step_fn(state, batch)
             if block:
@@ -175,7 +191,7 @@ def run(
                 t_log, step_log = time.perf_counter(), step
             if step % config.log_every == 0 or step == steps_total:
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if v is not None}
-                common.check_finite(step, scalars, workdir_path)
+                common.check_finite(step, scalars, workdir_path, lr_hint)
                 scalars["kimg"] = step * config.batch_size / 1000.0
                 now = time.perf_counter()
                 if step > step_log:
@@ -200,20 +216,14 @@ def run(
                 scalars["kimg"] = step * config.batch_size / 1000.0
                 writer.write_scalars(step, scalars)
                 t_log += time.perf_counter() - t_eval  # keep evaluation out of img/s
-    except KeyboardInterrupt:
-        try:  # the state of the last completed step is intact unless a step was mid-dispatch
-            jax.block_until_ready(state)
-            save(step)
-            print(
-                f"\ninterrupted: saved step {step} in {ckpt.directory}; run the same command to resume"
-            )
-        except Exception:  # noqa: BLE001 -- a donated buffer: the previous checkpoint stands
-            print(f"\ninterrupted: kept checkpoint {last_saved} in {ckpt.directory}")
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started
+        print(f"\ninterrupted: the last checkpoint in {ckpt.directory} stands", flush=True)
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        writer.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if writer is not None:
+            writer.close()
         loader.close()
         ckpt.close()
     elapsed = time.perf_counter() - t_start

@@ -37,18 +37,32 @@ class _Load:
     shards: tuple[str, ...]
     count: int
     labels: np.ndarray | None
+    shard_counts: tuple[int, ...] = ()
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
         src = _source(self.shards)
         flip = index >= self.count
         i = index - self.count if flip else index
-        img = records.decode_png(src[i])
+        try:
+            data = src[i]
+        except Exception as e:  # damaged since read_metadata checked it: name the shard
+            raise DatasetError(
+                f"{self._shard_of(i)}: record {i} cannot be read ({e}); re-pack the dataset"
+            ) from e
+        img = records.decode_png(data)
         if flip:
             img = img[:, ::-1]
         out = {"image": np.ascontiguousarray(img)}
         if self.labels is not None:
             out["label"] = self.labels[i]
         return out
+
+    def _shard_of(self, i: int) -> str:
+        for shard, n in zip(self.shards, self.shard_counts, strict=False):
+            if i < n:
+                return shard
+            i -= n
+        return ", ".join(self.shards)
 
 
 _SOURCES: dict[tuple[str, ...], Any] = {}
@@ -74,7 +88,8 @@ def make_dataset(
     """The random-access batch dataset: element k is the k-th global batch.
 
     Each batch is a dict with `image` (uint8 [B, H, W, 3]) and, if `with_labels`, `label`
-    (float32 [B, label_dim]).
+    (float32 [B, label_dim]). Every shard is checked here (`records.read_metadata`), so a
+    truncated one stops with a DatasetError naming it before training starts.
     """
     meta = records.read_metadata(path)
     labels = None
@@ -91,7 +106,8 @@ def make_dataset(
             "lower --config.batch_size"
         )
     n = meta.count * (2 if mirror else 1)
-    load = _Load(tuple(records.shard_paths(path, meta)), meta.count, labels)
+    counts = tuple(n for _, n in meta.shards)
+    load = _Load(tuple(records.shard_paths(path, meta)), meta.count, labels, counts)
     return (
         grain.MapDataset.range(n)
         .shuffle(seed=seed)

@@ -15,6 +15,24 @@ listed with the reason in `DEST/pack_report.txt`; only "nothing usable at all" i
 
 The same reading/conversion helpers (`open_source`, `list_images`, `prepare_image`) back the
 TFDS builder in `datasets/image_folder.py`.
+
+Hostile or odd input is refused per file (skipped and reported, like a corrupt image), so one
+bad member never costs the rest of a large download; a source where nothing is usable still
+ends with the one-line "none usable" error naming the first reason:
+
+* only regular files are read (symlinks to regular files are followed, inside or outside SRC;
+  FIFOs, devices, sockets are never opened; see `toonjax.data.fsguard`), at most
+  `MAX_FILE_BYTES` each;
+* a zip member is refused before it is inflated when it declares more than `MAX_FILE_BYTES`
+  or a compression ratio above `MAX_ZIP_RATIO`, and never more than its declared size is read;
+* an image is refused before its pixels are decoded when width x height exceeds
+  `MAX_IMAGE_PIXELS`, whatever `PIL.Image.MAX_IMAGE_PIXELS` was set to, and only the formats
+  of `IMAGE_EXTENSIONS` are decoded (a `.png` holding EPS must not start Ghostscript);
+* read-ahead holds at most `READAHEAD_BYTES` of file data, and decoders running in parallel
+  at most `DECODE_PIXEL_BUDGET` pixels, so memory stays bounded whatever the files declare.
+
+DEST is never SRC, inside it or around it, and `--overwrite` replaces only a dataset toonjax
+wrote (`toonjax.data.records.check_dest`).
 """
 
 from __future__ import annotations
@@ -29,6 +47,8 @@ import io
 import json
 import os
 import shutil
+import stat
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -38,14 +58,14 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
-from toonjax.data import records
+from toonjax.data import fsguard, records
 from toonjax.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 TRANSFORMS = ("none", "center-crop", "center-crop-wide")
 RESIZE_FILTERS = ("lanczos", "box", "area")
 LABEL_MODES = ("auto", "none", "dataset.json", "folders")
-REPORT_FILE = "pack_report.txt"
+REPORT_FILE = records.REPORT_FILE
 DATASET_JSON = "dataset.json"
 KEEP_FILE = "keep.txt"
 
@@ -53,6 +73,22 @@ KEEP_FILE = "keep.txt"
 # threads scale on a small machine; results are consumed in submission order.
 NUM_WORKERS = min(4, os.cpu_count() or 1)
 _EXIF_ORIENTATION = 0x0112
+
+MAX_FILE_BYTES = fsguard.MAX_FILE_BYTES
+# Deflate tops out near 1032:1 on constant data; real photos deflate 1-3:1 and even flat line
+# art stored as BMP/TIFF stays far below 200:1. Members under ZIP_RATIO_MIN_BYTES are too small
+# to matter whatever their ratio.
+MAX_ZIP_RATIO = 200
+ZIP_RATIO_MIN_BYTES = 1 << 20
+# PIL's own hard limit (2 x its default MAX_IMAGE_PIXELS, ~179 Mpx: a 13k x 13k page, or an
+# 800 x 220k webtoon strip), applied here even if a library raised or disabled PIL's.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+# Parallel decoders together hold at most this many pixels (a maximal image decodes alone).
+DECODE_PIXEL_BUDGET = MAX_IMAGE_PIXELS
+# Files read ahead of the decoders hold at most this many bytes (always at least one file).
+READAHEAD_BYTES = 256 << 20
+# PIL formats of IMAGE_EXTENSIONS (JPEG covers camera MPO files; DIB: headerless BMP).
+DECODE_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "WEBP", "GIF", "TIFF")
 
 
 class _NothingUsable(Exception):
@@ -92,9 +128,17 @@ class Source:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._zip: zipfile.ZipFile | None = None
-        if not self.path.exists():
-            raise DatasetError(f"{self.path}: no such file or folder")
-        if self.path.is_dir():
+        shown = fsguard.printable(self.path)
+        try:
+            mode = os.stat(self.path).st_mode  # follows a symlinked SRC
+        except OSError:
+            raise DatasetError(f"{shown}: no such file or folder") from None
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            # zipfile.is_zipfile would open a FIFO and wait forever for a writer
+            raise DatasetError(
+                f"{shown}: not a folder or a .zip archive; pass a folder of images or a zip"
+            )
+        if stat.S_ISDIR(mode):
             self.kind = "folder"
             files = []
             for root, dirs, names in os.walk(self.path):
@@ -110,8 +154,8 @@ class Source:
             try:
                 self._zip = zipfile.ZipFile(self.path)
                 infos = self._zip.infolist()
-            except (zipfile.BadZipFile, OSError) as e:
-                raise DatasetError(f"{self.path}: not a readable zip archive ({e})") from e
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
+                raise DatasetError(f"{shown}: not a readable zip archive ({e})") from e
             self._members: dict[str, zipfile.ZipInfo] = {}
             for info in infos:
                 rel = _normalise_relpath(info.filename)
@@ -121,18 +165,59 @@ class Source:
             self.files = sorted(self._members)
         else:
             raise DatasetError(
-                f"{self.path}: not a folder or a .zip archive; pass a folder of images or a zip"
+                f"{shown}: not a folder or a .zip archive; pass a folder of images or a zip"
             )
         self._file_set = set(self.files)
 
     def __contains__(self, rel: str) -> bool:
         return rel in self._file_set
 
-    def read(self, rel: str) -> bytes:
-        """The bytes of one file; OSError/zip errors propagate (callers turn them into skips)."""
-        if self._zip is not None:
-            return self._zip.read(self._members[rel])
-        return (self.path / rel).read_bytes()
+    def size(self, rel: str) -> int:
+        """The size `read(rel)` will return at most (declared size for a zip member); 0 when
+        unknown (the read will then say why)."""
+        try:
+            if self._zip is not None:
+                return self._members[rel].file_size
+            return os.stat(self.path / rel).st_size
+        except (OSError, KeyError):
+            return 0
+
+    def read(self, rel: str, limit: int = MAX_FILE_BYTES) -> bytes:
+        """The bytes of one file, at most `limit` of them.
+
+        Raises SkipImage with the reason when the file cannot be read or is refused (not a
+        regular file, too large, a zip-bomb member; see the module docstring).
+        """
+        try:
+            if self._zip is not None:
+                return self._read_member(self._members[rel], limit)
+            return fsguard.read_regular_file(self.path / rel, limit)
+        except fsguard.RefusedFile as e:
+            raise SkipImage(str(e)) from None
+        except Exception as e:  # I/O error, CRC error, encrypted member, unknown compression
+            raise SkipImage(f"cannot read ({type(e).__name__}: {fsguard.printable(e)})") from e
+
+    def _read_member(self, info: zipfile.ZipInfo, limit: int) -> bytes:
+        size = info.file_size
+        if size > limit:
+            raise fsguard.RefusedFile(
+                f"declares {size} bytes uncompressed (limit {limit >> 20} MiB per file, far "
+                "above any real image); it was not inflated"
+            )
+        ratio = size / max(info.compress_size, 1)
+        if size > ZIP_RATIO_MIN_BYTES and ratio > MAX_ZIP_RATIO:
+            raise fsguard.RefusedFile(
+                f"compression ratio {ratio:.0f}:1 (limit {MAX_ZIP_RATIO}:1) is a zip-bomb "
+                "pattern; it was not inflated (if it is a real image, unzip SRC and pack the "
+                "folder)"
+            )
+        with self._zip.open(info) as f:
+            # ZipExtFile stops at the declared size (and checks the CRC there), so a member
+            # whose stream inflates further than its header says is cut, not followed.
+            data = f.read(size)
+        if len(data) != size:
+            raise fsguard.RefusedFile(f"holds {len(data)} of its declared {size} bytes")
+        return data
 
     def close(self) -> None:
         if self._zip is not None:
@@ -235,34 +320,69 @@ def folder_classes(images: list[str]) -> list[str]:
 # Per-image work: decode -> RGB -> crop -> resize. Safe to call from worker threads.
 
 
+def _band_rows(arr: np.ndarray) -> int:
+    """Rows per band of ~4 Mpx: wide temporaries (uint32/int64/float64 copies) of a band stay
+    small even for a maximal image, where whole-image copies would need gigabytes."""
+    return max(1, (1 << 22) // max(1, arr.shape[1]))
+
+
+def _by_bands(arr: np.ndarray, out: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]):
+    """out[rows] = fn(arr[rows]) band by band; returns `out`."""
+    step = _band_rows(arr)
+    for y in range(0, arr.shape[0], step):
+        out[y : y + step] = fn(arr[y : y + step])
+    return out
+
+
 def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     """Scales a 16/32-bit integer or float single-channel image to uint8 (not clipping)."""
+    out = np.empty(arr.shape, np.uint8)
     if mode.startswith("I;16"):
-        a = arr.astype(np.uint32)
-        return ((a * 255 + 32767) // 65535).astype(np.uint8)
+        return _by_bands(arr, out, lambda a: (a.astype(np.uint32) * 255 + 32767) // 65535)
     if mode == "F":
-        a = np.nan_to_num(arr.astype(np.float64))
-        hi = float(a.max()) if a.size else 0.0
+        hi = 0.0  # the scale follows the maximum of the whole image
+        step = _band_rows(arr)
+        for y in range(0, arr.shape[0], step):
+            band = np.nan_to_num(arr[y : y + step].astype(np.float64))
+            if band.size:
+                hi = max(hi, float(band.max()))
         scale = 255.0 if hi <= 1.0 else 1.0 if hi <= 255.0 else 255.0 / 65535.0
-        return np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+        return _by_bands(
+            arr,
+            out,
+            lambda a: np.clip(np.rint(np.nan_to_num(a.astype(np.float64)) * scale), 0, 255),
+        )
     # "I" (32-bit int): older Pillow opens 16-bit PNGs this way; treat >255 as 16-bit range.
-    a = arr.astype(np.int64)
-    if a.size and a.max() > 255:
-        a = (np.clip(a, 0, 65535) * 255 + 32767) // 65535
-    return np.clip(a, 0, 255).astype(np.uint8)
+    if arr.size and arr.max() > 255:
+        return _by_bands(
+            arr, out, lambda a: (np.clip(a.astype(np.int64), 0, 65535) * 255 + 32767) // 65535
+        )
+    return _by_bands(arr, out, lambda a: np.clip(a, 0, 255))
 
 
 def _composite_on_white(img: Image.Image) -> Image.Image:
-    rgba = np.asarray(img.convert("RGBA"), dtype=np.uint32)
-    alpha = rgba[..., 3:4]
-    rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    rgba = np.asarray(img.convert("RGBA"))
+
+    def blend(band: np.ndarray) -> np.ndarray:
+        band = band.astype(np.uint32)
+        alpha = band[..., 3:4]
+        return (band[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+
+    rgb = _by_bands(rgba, np.empty((*rgba.shape[:2], 3), np.uint8), blend)
+    return Image.fromarray(rgb, "RGB")
 
 
 @functools.cache
 def _lab_to_srgb():
     lab, srgb = ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB")
     return ImageCms.buildTransformFromOpenProfiles(lab, srgb, "LAB", "RGB")
+
+
+@functools.cache
+def _decode_formats() -> tuple[str, ...]:
+    """DECODE_FORMATS this Pillow build can open (a build without WebP just lacks it)."""
+    Image.init()
+    return tuple(f for f in DECODE_FORMATS if f in Image.OPEN)
 
 
 def load_rgb(data: bytes) -> Image.Image:
@@ -273,8 +393,16 @@ def load_rgb(data: bytes) -> Image.Image:
     if not data:
         raise SkipImage("empty file (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=_decode_formats())  # reads the header only
+        w, h = img.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise SkipImage(
+                f"{w}x{h} is too large to decode safely ({w * h} pixels, limit "
+                f"{MAX_IMAGE_PIXELS}); a decompression bomb?"
+            )
         img.load()  # first frame of animated GIF/WebP/APNG; raises on truncated data
+    except SkipImage:
+        raise
     except Image.DecompressionBombError as e:
         raise SkipImage(f"too large to decode safely ({e})") from e
     except Image.UnidentifiedImageError as e:
@@ -387,20 +515,18 @@ def _check_options(resolution, transform, resize_filter, labels, max_images) -> 
 
 
 def _move_into_place(staging: Path, dest: Path, overwrite: bool) -> None:
-    """Renames the complete `staging` dir to `dest`; an old `dest` goes only after that."""
-    if dest.exists():
-        if not overwrite:
-            raise DatasetError(f"{dest} already exists; choose another DEST or pass --overwrite")
-        old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(staging, dest)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, dest)
+    """Renames the complete `staging` dir to `dest`; an old `dest` (checked again) goes only
+    after that, and comes back if the rename fails."""
+    records.move_into_place(staging, dest, overwrite)
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _name_bytes(name: str) -> bytes:
+    """A file name as hashed: its bytes on disk (the same as UTF-8 for any valid name)."""
+    return name.encode("utf-8", "surrogateescape")
 
 
 def _report_text(
@@ -439,7 +565,30 @@ def _report_text(
         shown = ignored[:50]
         lines += ["", f"ignored files ({len(ignored)}; first {len(shown)} shown):"]
         lines += [f"  {rel}" for rel in shown]
-    return ("\n".join(lines) + "\n").encode()
+    return (fsguard.printable("\n".join(lines)) + "\n").encode()
+
+
+_REPORT_HEADER = b"toonjax dataset pack report\n"
+
+
+def _is_our_report(path: Path) -> bool:
+    """Whether `path` is a regular file starting with the report's first line (so a user's file
+    that happens to be named DEST.pack_report.txt is neither replaced nor removed)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            return f.read(len(_REPORT_HEADER)) == _REPORT_HEADER
+    except OSError:
+        return False
+
+
+def _read_small(source: Source, name: str, where: str) -> bytes:
+    """SRC's keep.txt / dataset.json, read with the same guards as images."""
+    try:
+        return source.read(name)
+    except SkipImage as e:
+        raise DatasetError(f"{fsguard.printable(where)}: {e}") from None
 
 
 def _select(source: Source, src, keep_list, verbose: bool, hasher) -> tuple[list[str], str, list]:
@@ -448,21 +597,25 @@ def _select(source: Source, src, keep_list, verbose: bool, hasher) -> tuple[list
     if not images:
         exts = ", ".join(IMAGE_EXTENSIONS)
         raise DatasetError(f"{src}: no images found (looked for {exts})")
+    # Names are decoded with surrogateescape, like os.listdir() decodes them, so a listed
+    # name that is not valid UTF-8 still matches its file.
     if keep_list is not None:
         try:
-            keep_text = Path(keep_list).read_text()
-        except OSError as e:
-            raise DatasetError(f"{keep_list}: cannot read keep list ({e})") from e
+            keep_text = fsguard.read_regular_file(keep_list).decode("utf-8", "surrogateescape")
+        except (OSError, fsguard.RefusedFile) as e:
+            raise DatasetError(
+                f"{fsguard.printable(keep_list)}: cannot read keep list ({e})"
+            ) from e
         where = str(keep_list)
     elif KEEP_FILE in source:
-        keep_text = source.read(KEEP_FILE).decode("utf-8", errors="replace")
         where = f"{src}/{KEEP_FILE}" if source.kind == "folder" else f"{src}:{KEEP_FILE}"
+        keep_text = _read_small(source, KEEP_FILE, where).decode("utf-8", "surrogateescape")
         if verbose:
             print(f"using keep list {where}; files not listed there are not packed")
     else:
         return images, "", []
     keep = set(parse_keep_list(keep_text))
-    hasher.update(b"keep\0" + "\n".join(sorted(keep)).encode() + b"\0")
+    hasher.update(b"keep\0" + _name_bytes("\n".join(sorted(keep))) + b"\0")
     kept = [rel for rel in images if rel in keep]
     if not kept:
         raise DatasetError(
@@ -513,7 +666,7 @@ def _resolve_labels(source: Source, src, labels: str, images: list[str], hasher)
             f"{src}: --labels dataset.json given but there is no {DATASET_JSON} at its root; "
             "write one, or use --labels folders or --labels none"
         )
-    raw = source.read(DATASET_JSON)
+    raw = _read_small(source, DATASET_JSON, f"{src}/{DATASET_JSON}")
     hasher.update(DATASET_JSON.encode() + b"\0" + raw + b"\0")
     by_file, dim = parse_dataset_json(raw, f"{src}/{DATASET_JSON}")
     if by_file is None:
@@ -524,6 +677,41 @@ def _resolve_labels(source: Source, src, labels: str, images: list[str], hasher)
             )
         return _Labels("none", note=f'none ({DATASET_JSON} has "labels": null)')
     return _Labels(DATASET_JSON, dim, (), by_file, f"{DATASET_JSON} (label_dim={dim})")
+
+
+class _PixelBudget:
+    """Lets parallel decoders start only while the pixels they hold together fit `limit`
+    (an image alone may use all of it): four workers on four huge pages would otherwise hold
+    four full decodes at once."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self._cond:
+            while self._used and self._used + pixels > self._limit:
+                self._cond.wait()
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= pixels
+                self._cond.notify_all()
+
+
+def _declared_pixels(data: bytes) -> int:
+    """width x height from the image header (nothing decoded); 0 when unreadable or over
+    MAX_IMAGE_PIXELS (such files are refused before decoding, holding nothing)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=_decode_formats()) as img:
+            w, h = img.size
+    except Exception:  # prepare_image reports the real reason
+        return 0
+    return w * h if w * h <= MAX_IMAGE_PIXELS else 0
 
 
 def iter_prepared(
@@ -546,21 +734,24 @@ def iter_prepared(
     Close the generator (or exhaust it) to stop the pool.
     """
 
+    budget = _PixelBudget(DECODE_PIXEL_BUDGET)
+
     def work(data: bytes) -> tuple[bytes, bool]:
-        arr, upscaled = prepare_image(
-            data, resolution=resolution, transform=transform, resize_filter=resize_filter
-        )
+        with budget.hold(_declared_pixels(data)):
+            arr, upscaled = prepare_image(
+                data, resolution=resolution, transform=transform, resize_filter=resize_filter
+            )
         # Outside prepare_image's SkipImage: an encoder failure is a real error, not a skip.
         return records.encode_png(arr), upscaled
 
     workers = num_workers or NUM_WORKERS
     pending: collections.deque = collections.deque()
-    todo = iter(rels)
+    rels = list(rels)
+    next_i = 0
+    held = 0  # bytes of file data in `pending`
 
-    def submit_next(pool) -> None:
-        rel = next(todo, None)
-        if rel is None:
-            return
+    def submit(pool, rel: str) -> None:
+        nonlocal held
         try:
             if precheck is not None:
                 precheck(rel)
@@ -569,17 +760,31 @@ def iter_prepared(
             pending.append((rel, None, None, str(e)))
             return
         except Exception as e:  # unreadable file (I/O error, zip CRC error, ...): skip it
-            pending.append((rel, None, None, f"cannot read ({type(e).__name__}: {e})"))
+            reason = f"cannot read ({type(e).__name__}: {fsguard.printable(e)})"
+            pending.append((rel, None, None, reason))
             return
+        held += len(data)
         pending.append((rel, data, pool.submit(work, data), ""))
+
+    def fill(pool) -> None:
+        # A few items ahead per worker, but never more than READAHEAD_BYTES of file data
+        # (sizes are known before reading): a source of many large files stays bounded.
+        nonlocal next_i
+        while next_i < len(rels) and len(pending) < 4 * workers:
+            rel = rels[next_i]
+            if pending and held + source.size(rel) > READAHEAD_BYTES:
+                break
+            next_i += 1
+            submit(pool, rel)
 
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="toonjax-pack")
     try:
-        for _ in range(4 * workers):
-            submit_next(pool)
+        fill(pool)
         while pending:
             rel, data, future, reason = pending.popleft()
-            submit_next(pool)
+            if data is not None:
+                held -= len(data)
+            fill(pool)
             if data is None:
                 yield rel, None, False, reason
                 continue
@@ -634,9 +839,14 @@ def pack(
     t0 = time.perf_counter()
     _check_options(resolution, transform, resize_filter, labels, max_images)
     dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise DatasetError(f"{dest} already exists; choose another DEST or pass --overwrite")
-    side_report = dest.with_name(f"{dest.name}.{REPORT_FILE}")
+    # Normalised ("out/..", ".") so the staging and report names beside it are well formed.
+    dest_abs = Path(os.path.abspath(dest))
+    # Before anything is read or written: DEST never overlaps SRC, replaces only a dataset
+    # toonjax wrote, and must be writable; leftovers of killed runs to it are cleaned up.
+    fsguard.check_apart(src, dest)
+    records.print_notes(records.clean_stale(dest_abs))
+    records.check_dest(dest, overwrite)
+    side_report = dest_abs.with_name(f"{dest_abs.name}.{REPORT_FILE}")
     hasher = hashlib.sha256()
     stats = _Stats()
 
@@ -673,7 +883,7 @@ def pack(
 
         def on_read(rel: str, data: bytes) -> None:
             stats.read += 1
-            hasher.update(rel.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+            hasher.update(_name_bytes(rel) + b"\0" + len(data).to_bytes(8, "little") + data)
 
         def pngs_and_labels() -> Iterator[tuple[bytes, np.ndarray | None]]:
             items = iter_prepared(
@@ -703,10 +913,8 @@ def pack(
         # write_records takes the source hash up front, but the hash covers exactly the files
         # consumed, known only at the end. So write to a staging directory (itself written
         # atomically by write_records), fix the hash in its metadata, then rename into place.
-        dest_abs = dest.absolute()
         staging = dest_abs.with_name(f"{dest_abs.name}.packing-{os.getpid()}")
-        if staging.exists():
-            shutil.rmtree(staging)
+        records.clear_own_leftover(staging)
         try:
             meta = records.write_records(
                 staging,
@@ -723,30 +931,42 @@ def pack(
             )
             _move_into_place(staging, dest_abs, overwrite)
         except _NothingUsable:
-            side_report.write_bytes(report(f"{dest} (not written)"))
             n = len(stats.skipped)
             rel, reason = stats.skipped[0]
+            where = f"all reasons in {side_report}"
+            if os.path.lexists(side_report) and not _is_our_report(side_report):
+                where = f"{side_report} exists and is not toonjax's, so no report was written"
+            else:
+                try:
+                    side_report.write_bytes(report(f"{dest} (not written)"))
+                except OSError as e:
+                    where = f"the report could not be written: {e.strerror or e}"
             raise DatasetError(
-                f"{src}: none of the {n} image file{'s' if n != 1 else ''} was usable; "
-                f"first reason: {rel}: {reason} (all reasons in {side_report})"
+                f"{fsguard.printable(src)}: none of the {n} image file{'s' if n != 1 else ''} "
+                f"was usable; first reason: {fsguard.printable(rel)}: {reason} ({where})"
             ) from None
+        except OSError as e:
+            if e.errno in fsguard.WRITE_ERRNOS:
+                raise fsguard.write_error(dest, e) from e
+            raise
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    if side_report.is_file():
+    if _is_our_report(side_report):
         side_report.unlink()  # left by an earlier failed pack to the same DEST
     report_path = dest / REPORT_FILE
     if verbose:
         secs = time.perf_counter() - t0
+        shown_src, shown_dest = fsguard.printable(src), fsguard.printable(dest)
         print(
-            f"packed {meta.count} images ({resolution}x{resolution}) from {src} to {dest}; "
-            f"skipped {len(stats.skipped)} (see {report_path}); "
+            f"packed {meta.count} images ({resolution}x{resolution}) from {shown_src} to "
+            f"{shown_dest}; skipped {len(stats.skipped)} (see {fsguard.printable(report_path)}); "
             f"{stats.read / max(secs, 1e-9):.1f} img/s ({stats.read} files in {secs:.1f} s)"
         )
         if stats.upscaled:
             print(
                 f"warning: {len(stats.upscaled)} image(s) were smaller than {resolution}x"
-                f"{resolution} and were upscaled (listed in {report_path})"
+                f"{resolution} and were upscaled (listed in {fsguard.printable(report_path)})"
             )
     return PackResult(meta=meta, skipped=stats.skipped, report_path=report_path)

@@ -20,6 +20,11 @@ Running the command again skips the pages listed in pages.jsonl; every file is w
 temporary name and renamed, so an interrupted run leaves no half-written crop. When keep.txt
 was edited since the last run it is left alone and the new lists go to keep.txt.new and
 reject.txt.new.
+
+OUT must be new, empty, or a folder this command made (it holds extract.json or pages.jsonl):
+a folder of other files is refused rather than written into, and so is an OUT that is SRC,
+inside it or around it. A damaged extract.json (or other state file) is named in one line with
+the fix; crops already in OUT are never touched by that check.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from toonjax.data import fsguard
 from toonjax.data import pack as packlib
 from toonjax.errors import DatasetError
 from toonjax.faces import crops as croplib
@@ -130,21 +137,158 @@ def _append_lines(path: Path, records: list[dict]) -> None:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines state file; damaged lines are dropped (their pages are
+    redone), never fatal: the lines were written by this command, one page at a time."""
     if not path.exists():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # json.dumps writes ASCII only, so a byte that is not UTF-8 means a damaged line.
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:  # a line cut by a crash: that page is redone
             continue
+        if isinstance(rec, dict) and isinstance(rec.get("source"), str):
+            out.append(rec)
     return out
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _valid_page(p: dict) -> bool:
+    return p.get("status") == "ok" or (
+        p.get("status") == "unreadable" and isinstance(p.get("reason", ""), str)
+    )
+
+
+def _valid_record(r: dict) -> bool:
+    """Whether a manifest line has what `_finalize` and the review use (else its page is
+    redone)."""
+    crop = r.get("crop")
+    if not (
+        isinstance(r.get("id"), str)
+        and _is_num(r.get("score"))
+        and isinstance(crop, list)
+        and len(crop) == 3
+        and all(_is_num(v) for v in crop)
+    ):
+        return False
+    if not r.get("file"):
+        return True
+    hashes = r.get("hashes")
+    return (
+        isinstance(r["file"], str)
+        and _is_num(r.get("blur"))
+        and isinstance(hashes, dict)
+        and all(isinstance(v, str) for v in hashes.values())
+        and {"phash", "phash_mirror", "dhash", "dhash_mirror", "sha256"} <= set(hashes)
+    )
+
+
+def _read_state(path: Path) -> dict:
+    """The small state file (hash of the keep.txt last written); damaged counts as absent,
+    which only makes the next run leave keep.txt alone and write keep.txt.new."""
+    try:
+        state = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _fits(value, annotation: str) -> bool:
+    """Whether a JSON value has the type of an Options field (annotation as a string)."""
+    if value is None:
+        return "None" in annotation
+    if isinstance(value, bool):
+        return False
+    if annotation.startswith("list"):
+        return isinstance(value, list) and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in value
+        )
+    if annotation.startswith("str"):
+        return isinstance(value, str)
+    if annotation.startswith("float"):
+        return _is_num(value)
+    if annotation.startswith("int"):
+        return isinstance(value, int)
+    return True
+
+
+def _read_settings(path: Path, current: dict) -> dict:
+    """OUT/extract.json, checked: a damaged file stops with one line naming it and the fix."""
+    shown = fsguard.printable(path)
+    fix = (
+        "delete this file and run again to continue in OUT with the current options (the "
+        "crops in OUT are kept), or use a new OUT to start over"
+    )
+    try:
+        raw = json.loads(fsguard.read_regular_file(path, 16 << 20))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise DatasetError(f"{shown}: damaged settings file (invalid JSON: {e}); {fix}") from e
+    except (OSError, fsguard.RefusedFile) as e:
+        raise DatasetError(f"{shown}: cannot read the settings file ({e}); {fix}") from e
+    if not isinstance(raw, dict):
+        raise DatasetError(
+            f"{shown}: damaged settings file (a JSON {type(raw).__name__}, not an object); {fix}"
+        )
+    types = {f.name: str(f.type) for f in dataclasses.fields(Options)}
+    for key, value in raw.items():
+        if key in current and not _fits(value, types.get(key, "")):
+            raise DatasetError(
+                f"{shown}: damaged settings file ({key!r} is {value!r}, expected "
+                f"{types.get(key)}); {fix}"
+            )
+    return raw
+
+
+def _check_out(out: Path) -> None:
+    """OUT is new, empty, or made by this command; never a file or someone else's folder."""
+    shown = fsguard.printable(out)
+    fix = "choose another OUT or remove it yourself"
+    try:
+        mode = os.stat(out).st_mode
+    except FileNotFoundError:
+        if os.path.lexists(out):
+            raise DatasetError(f"{shown}: OUT is a broken symbolic link; {fix}") from None
+        fsguard.check_writable(out, dest_name="OUT")
+        return
+    if not stat.S_ISDIR(mode):
+        raise DatasetError(f"{shown}: OUT is a file, not a folder; {fix}")
+    names = os.listdir(out)
+    if names and SETTINGS not in names and PAGES not in names:
+        raise DatasetError(
+            f"{shown}: OUT is not a toonjax faces-extract folder (no {SETTINGS}) and is not "
+            f"empty; {fix}"
+        )
+
+
+_TMP_FILE = re.compile(r"\..+\.tmp-(\d+)")
+
+
+def _clean_tmp_files(out: Path) -> None:
+    """Removes `.NAME.tmp-<pid>` files of killed runs (dead PID, regular files only)."""
+    for folder in (out, out / "crops", out / "review"):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            m = _TMP_FILE.fullmatch(e.name)
+            if m and e.is_file(follow_symlinks=False) and not fsguard.pid_alive(int(m.group(1))):
+                try:
+                    os.unlink(e.path)
+                except OSError:
+                    pass
 
 
 def crop_stem(rel: str) -> str:
     stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
     safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[-60:] or "page"
-    return f"{safe}-{hashlib.sha1(rel.encode()).hexdigest()[:6]}"
+    # surrogateescape: a page name that is not valid UTF-8 hashes as its bytes on disk
+    digest = hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:6]
+    return f"{safe}-{digest}"
 
 
 def _encode_png(rgb: np.ndarray) -> bytes:
@@ -252,13 +396,13 @@ def _finalize(out: Path, opts: Options, records: list[dict]) -> tuple[int, int, 
     reject_text = "".join(reject_lines)
 
     state_path = out / STATE
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    state = _read_state(state_path)
     keep_path = out / KEEP
     note = ""
     edited = (
         keep_path.exists()
         and hashlib.sha256(keep_path.read_bytes()).hexdigest() != state.get("keep_sha256")
-        and keep_path.read_text() != keep_text
+        and keep_path.read_bytes() != keep_text.encode()
     )
     if edited:
         _atomic_write(out / f"{KEEP}.new", keep_text.encode())
@@ -293,26 +437,45 @@ def extract(src, out, opts: Options, *, verbose: bool = True, log=None) -> Extra
         min_size=max(24, int(opts.min_face / (1 + 2 * opts.margin))),
     )
     out = Path(out)
+    # Before anything is written: OUT is not SRC (nor inside or around it), and is new, empty
+    # or made by this command.
+    fsguard.check_apart(src, out, dest_name="OUT")
+    _check_out(out)
+    try:
+        return _extract(src, out, opts, detector, verbose=verbose, log=log)
+    except OSError as e:  # reading pages is guarded inside; this is OUT refusing writes
+        if e.errno in fsguard.WRITE_ERRNOS:
+            raise fsguard.write_error(out, e, dest_name="OUT") from e
+        raise
+
+
+def _extract(src, out: Path, opts: Options, detector, *, verbose: bool, log) -> ExtractResult:
     with packlib.open_source(src) as source:
         images = packlib.list_images(source)
         if not images:
-            raise DatasetError(f"{src}: no image files found")
-        (out / "crops").mkdir(parents=True, exist_ok=True)
+            raise DatasetError(f"{fsguard.printable(src)}: no image files found")
         settings_path = out / SETTINGS
         settings = opts.settings()
-        if settings_path.exists():
-            old = json.loads(settings_path.read_text())
+        if os.path.lexists(settings_path):
+            # Checked before OUT is written to: a damaged file stops the run with OUT as it was.
+            old = _read_settings(settings_path, settings)
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             if diff:
                 raise DatasetError(
-                    f"{out} was made with different settings ({', '.join(diff)}); "
-                    "use a new OUT or the same options"
+                    f"{fsguard.printable(out)} was made with different settings "
+                    f"({', '.join(diff)}); use a new OUT or the same options"
                 )
-        else:
+        (out / "crops").mkdir(parents=True, exist_ok=True)
+        _clean_tmp_files(out)
+        if not os.path.lexists(settings_path):
             _atomic_write(settings_path, json.dumps(settings, indent=1).encode())
 
-        done_pages = {p["source"]: p for p in _read_jsonl(out / PAGES)}
-        records = [r for r in _read_jsonl(out / MANIFEST) if r.get("source") in done_pages]
+        done_pages = {p["source"]: p for p in _read_jsonl(out / PAGES) if _valid_page(p)}
+        manifest = _read_jsonl(out / MANIFEST)
+        for r in manifest:  # a page with a damaged manifest line is redone
+            if not _valid_record(r):
+                done_pages.pop(r["source"], None)
+        records = [r for r in manifest if r["source"] in done_pages]
         if (out / MANIFEST).exists():  # drop records of a page cut short by a crash
             _atomic_write(
                 out / MANIFEST,
@@ -338,7 +501,7 @@ def extract(src, out, opts: Options, *, verbose: bool = True, log=None) -> Extra
                     out / PAGES, [{"source": rel, "status": "unreadable", "reason": reason}]
                 )
                 if verbose:
-                    log(f"unreadable page skipped: {rel}: {reason}")
+                    log(f"unreadable page skipped: {fsguard.printable(rel)}: {reason}")
                 continue
             recs, n_panels = process_page(page, rel, detector, opts, out)
             _append_lines(out / MANIFEST, recs)
@@ -372,11 +535,12 @@ def extract(src, out, opts: Options, *, verbose: bool = True, log=None) -> Extra
             f"{len(unreadable)} unreadable"
         )
         for rel, reason in unreadable:
-            log(f"  unreadable: {rel}: {reason}")
+            log(f"  unreadable: {fsguard.printable(rel)}: {reason}")
         log(
             f"{kept} crops kept, {rejected} rejected (blur threshold {opts.blur_threshold:g}, "
-            f"{opts.hash} distance <= {opts.dedup_threshold}); edit {out / KEEP}, "
-            f"review {out / 'review' / 'index.html'}"
+            f"{opts.hash} distance <= {opts.dedup_threshold}); edit "
+            f"{fsguard.printable(out / KEEP)}, review "
+            f"{fsguard.printable(out / 'review' / 'index.html')}"
         )
         if note:
             log(note)

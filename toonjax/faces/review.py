@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from toonjax.data.fsguard import printable
+
 THUMB = 128
 LABEL_H = 40
 COLUMNS = 8
@@ -39,7 +41,8 @@ def _tile(crop: np.ndarray | None, rec: dict) -> np.ndarray:
     if not keep:
         cv2.rectangle(tile, (0, 0), (THUMB - 1, THUMB - 1), (220, 0, 0), 3)
     _put(tile, rec["id"][-20:], THUMB + 11)
-    _put(tile, Path(rec["source"]).name[-22:], THUMB + 23)
+    # printable: a page name that is not valid UTF-8 cannot go through cv2 or .encode()
+    _put(tile, printable(Path(rec["source"]).name)[-22:], THUMB + 23)
     status = "keep" if keep else rec.get("reason", "reject")
     color = (0, 120, 0) if keep else (200, 0, 0)
     _put(tile, f"{rec['score']:.2f} {status}"[:24], THUMB + 35, color)
@@ -88,7 +91,7 @@ def write_review(out: Path, records: list[dict]) -> list[Path]:
         status = "keep" if rec.get("keep") else html.escape(rec.get("reason", "reject"))
         parts.append(
             f"<figure{cls}><img src='../{html.escape(rec['file'])}' loading='lazy'>"
-            f"<figcaption>{html.escape(rec['id'])}<br>{html.escape(rec['source'])}<br>"
+            f"<figcaption>{html.escape(rec['id'])}<br>{html.escape(printable(rec['source']))}<br>"
             f"score {rec['score']:.3f} · blur {rec.get('blur', 0):.0f} · {status}"
             "</figcaption></figure>"
         )

@@ -342,6 +342,52 @@ def test_fifo_named_png_does_not_hang(tmp_path):
     assert_ok(proc)
     assert records.read_metadata(tmp_path / "out").count == 2
     assert "FIFO" in skipped_in_report(tmp_path / "out")["x.png"]
+    # SRC itself a FIFO: zipfile.is_zipfile would wait for a writer forever
+    os.mkfifo(tmp_path / "photos.zip")
+    proc = run_pack(tmp_path / "photos.zip", tmp_path / "out2", timeout=60)
+    assert_one_line_error(proc, "photos.zip", "not a folder or a .zip archive")
+
+
+def test_read_ahead_is_bounded_by_bytes(tmp_path, monkeypatch):
+    """Files read ahead of the decoders stay under READAHEAD_BYTES (here ~1 file), however
+    many worker slots there are."""
+    rng = np.random.default_rng(0)
+    for i in range(8):  # noise: ~49 KB each
+        noise = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(tmp_path / f"{i}.png")
+    monkeypatch.setattr(pack, "READAHEAD_BYTES", 60_000)
+    source = pack.open_source(tmp_path)
+    real_read, reads, ahead = source.read, [0], []
+    yielded = 0
+
+    def spy(rel, *args, **kwargs):
+        data = real_read(rel, *args, **kwargs)
+        reads[0] += 1
+        ahead.append(reads[0] - yielded)
+        return data
+
+    source.read = spy
+    rels = pack.list_images(source)
+    for _ in pack.iter_prepared(source, rels, resolution=16, num_workers=4):
+        yielded += 1
+    assert yielded == 8 and max(ahead) <= 2, ahead
+
+
+def test_zip_member_is_never_inflated_past_its_declared_size(tmp_path):
+    """A member whose header understates its size: reading stops at the declared size and the
+    CRC check then refuses it (zipfile's ZipExtFile), reported as unreadable."""
+    zpath = tmp_path / "liar.zip"
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("liar.png", bytes(2 << 20))
+    raw = bytearray(zpath.read_bytes())
+    local = raw.index(b"PK\x03\x04")
+    central = raw.index(b"PK\x01\x02")
+    struct.pack_into("<I", raw, local + 22, 1000)  # uncompressed size in the local header
+    struct.pack_into("<I", raw, central + 24, 1000)  # ... and in the central directory
+    zpath.write_bytes(bytes(raw))
+    with pack.open_source(zpath) as source:
+        with pytest.raises(pack.SkipImage, match="cannot read.*CRC"):
+            source.read("liar.png")
 
 
 def test_symlinks_to_dev_zero_and_sockets_are_refused_links_to_files_followed(tmp_path):
@@ -390,7 +436,7 @@ def test_unwritable_dest_is_one_line(tmp_path, where):
     if where == "parent-is-a-file":
         (tmp_path / "afile").write_text("x")
         dest = tmp_path / "afile" / "out"
-        frags = [str(dest), "cannot be created", "is a file"]
+        frags = [str(dest), "not writable", "is a file"]
     else:  # read-only even for root, which the tests run as (chmod would not stop root)
         dest = Path(f"/{where}/toonjax-test-dest-{os.getpid()}")
         frags = [str(dest), "not writable"]
@@ -457,6 +503,20 @@ def test_damaged_extract_json_is_one_line_and_out_untouched(tmp_path, content, w
     proc = run_cli(["faces", "extract", str(src), str(out), "--detector", _cascade()])
     assert_one_line_error(proc, str(out / "extract.json"), what, "delete this file")
     assert snapshot(out) == before
+
+
+def test_extract_removes_only_dead_runs_temp_files(tmp_path):
+    from toonjax.faces import extract
+
+    crops = tmp_path / "out" / "crops"
+    crops.mkdir(parents=True)
+    dead = crops / f".p-abc-000.png.tmp-{dead_pid()}"
+    live = crops / f".p-abc-001.png.tmp-{os.getpid()}"
+    mine = crops / "p-abc-002.png.tmp-1"  # not toonjax's pattern (no leading dot)
+    for p in (dead, live, mine):
+        p.write_bytes(b"x")
+    extract._clean_tmp_files(tmp_path / "out")
+    assert not dead.exists() and live.exists() and mine.exists()
 
 
 def test_extract_out_must_be_apart_from_src_and_not_a_user_folder(tmp_path):

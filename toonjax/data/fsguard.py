@@ -176,8 +176,8 @@ def check_writable(dest: str | os.PathLike, *, dest_name: str = "DEST") -> None:
         anc = anc.parent
     if not anc.is_dir():
         raise DatasetError(
-            f"{printable(dest)}: {dest_name} cannot be created: {printable(anc)} is a file, "
-            f"not a folder; choose another {dest_name}"
+            f"{printable(dest)}: {dest_name} is not writable: {printable(anc)} is a file, not a "
+            f"folder; choose another {dest_name}"
         )
     try:
         probe = tempfile.mkdtemp(prefix=".toonjax-write-test-", dir=anc)

@@ -164,10 +164,17 @@ def check_dest(dest: str | os.PathLike, overwrite: bool, *, dest_name: str = "DE
     elif not stat.S_ISDIR(st.st_mode):
         kind = "a file" if stat.S_ISREG(st.st_mode) else "not a folder"
         problem = f"is {kind}, not a toonjax dataset"
-    elif any(os.scandir(dest)):
-        if not is_toonjax_dataset(dest):
+    else:
+        try:
+            with os.scandir(dest) as it:
+                empty = next(it, None) is None
+            ours = not empty and is_toonjax_dataset(dest)
+            foreign = _foreign_entries(dest) if ours else []
+        except OSError as e:
+            raise DatasetError(f"{shown}: cannot list {dest_name} ({e.strerror or e})") from e
+        if not empty and not ours:
             problem = f"is not a toonjax dataset (no {METADATA_FILE} written by toonjax)"
-        elif foreign := _foreign_entries(dest):
+        elif foreign:
             more = ", ..." if len(foreign) > 3 else ""
             problem = (
                 "is a toonjax dataset but also holds files toonjax did not write "
@@ -225,8 +232,15 @@ def clean_stale(dest: str | os.PathLike) -> list[str]:
             (olds if m.group(4) is not None else others).append(path)
     for path in others:
         shutil.rmtree(path, ignore_errors=True)
+
+    def mtime(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            return 0.0
+
     notes = []
-    for path in sorted(olds, key=lambda p: p.stat().st_mtime, reverse=True):
+    for path in sorted(olds, key=mtime, reverse=True):
         if not os.path.lexists(dest) and is_toonjax_dataset(path):
             os.replace(path, dest)
             notes.append(

@@ -11,6 +11,8 @@
         toonjax.tools.toonify_cli)
     toonjax convert-features inception pt_inception-2015-12-05-6726825d.pth OUT.npz
     toonjax convert-features vgg16|lpips vgg16-397923af.pth|vgg.pth OUT.npz   (projector loss)
+    toonjax convert-features vgg19|resnet101 vgg19-dcbb9e9d.pth|resnet101-63fe2227.pth OUT.npz
+        (content losses)
     toonjax project --network NET --target photo.png [--space w|w+] [--preset fast|reference]
         [--steps 1000] --outdir OUT
     toonjax metrics --network NET --data DATASET --metrics fid50k_full,kid50k_full --features F
@@ -184,10 +186,16 @@ def _add_network_parsers(sub) -> None:
 
 
 def _cmd_convert_features(args: argparse.Namespace) -> None:
-    if args.kind in ("vgg16", "lpips"):
+    if args.kind in ("vgg16", "vgg19", "lpips"):
         from toonjax.convert import vgg
 
         out = vgg.save_weights(args.out, args.kind, vgg.convert_weights(args.kind, args.src))
+        print(f"converted {args.src} ({args.kind}) to {out}")
+        return
+    if args.kind == "resnet101":
+        from toonjax.convert import resnet, vgg
+
+        out = vgg.save_weights(args.out, args.kind, resnet.convert_weights(args.src))
         print(f"converted {args.src} ({args.kind}) to {out}")
         return
     from toonjax.metrics import inception
@@ -273,13 +281,19 @@ def _cmd_fid(args: argparse.Namespace) -> None:
 def _add_metrics_parsers(sub) -> None:
     p = sub.add_parser(
         "convert-features",
-        help="convert feature-network weights (FID Inception; VGG16 / LPIPS for `project`)",
+        help="convert feature-network weights (FID Inception; VGG16 / LPIPS for `project`; "
+        "VGG19 / ResNet-101 for content losses)",
     )
-    p.add_argument("kind", choices=["inception", "vgg16", "lpips"], help="which network")
+    p.add_argument(
+        "kind",
+        choices=["inception", "vgg16", "vgg19", "resnet101", "lpips"],
+        help="which network",
+    )
     p.add_argument(
         "src",
         help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth, torchvision's "
-        "vgg16-397923af.pth, or the lpips package's weights/v0.1/vgg.pth",
+        "vgg16-397923af.pth, vgg19-dcbb9e9d.pth or resnet101-63fe2227.pth, or the lpips "
+        "package's weights/v0.1/vgg.pth",
     )
     p.add_argument("out", help="output .npz")
     p.set_defaults(func=_cmd_convert_features)

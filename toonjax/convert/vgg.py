@@ -1,19 +1,23 @@
-"""VGG16 / LPIPS weight files -> params of `toonjax.nets.vgg` (numpy only, no torch, no download).
+"""VGG16 / VGG19 / LPIPS weight files -> params of `toonjax.nets.vgg` (numpy only, no torch, no
+download).
 
     toonjax convert-features vgg16 vgg16-397923af.pth ~/.cache/toonjax/features/vgg16.npz
+    toonjax convert-features vgg19 vgg19-dcbb9e9d.pth ~/.cache/toonjax/features/vgg19.npz
     toonjax convert-features lpips vgg.pth ~/.cache/toonjax/features/lpips_vgg.npz
     module, params = load_lpips()            # both from the default folder (or paths)
+    module, params = load_vgg19(taps=("conv4_4",), input_range=(-1, 1))
 
 Accepted inputs (read with the restricted `torch.save` readers of `safe_pickle`, zip or legacy
 container; nothing in the file runs):
 
-* torchvision's VGG16 state dict (`vgg16-397923af.pth`, `features.{i}.*` plus `classifier.*`,
-  which is ignored), or the same names in any state dict;
+* torchvision's VGG16 / VGG19 state dicts (`vgg16-397923af.pth`, `vgg19-dcbb9e9d.pth`:
+  `features.{i}.*` plus `classifier.*`, which is ignored), or the same names in any state dict;
+  a `features.*` entry that is not a convolution of that network is an error;
 * the lpips package's linear layers (`lpips/weights/v0.1/vgg.pth`: `lin{k}.model.1.weight`),
   or a full `lpips.LPIPS(net='vgg').state_dict()` (backbone `net.slice{k}.{i}.*` included).
 
 A converted file is an `.npz` of flat param names (`features.0.weight`, `lin0.model.1.weight`,
-...) in the torch layouts plus `__kind__` ('vgg16' or 'lpips'); every name and shape is checked
+...) in the torch layouts plus `__kind__` ('vgg16', 'vgg19' or 'lpips'); every name and shape is checked
 against the flax module. An LPIPS file whose source had no backbone holds only the lin layers;
 `load_lpips` then takes the backbone from the VGG16 file.
 """
@@ -41,14 +45,26 @@ from toonjax.nets import vgg as vgg_nets
 from toonjax.nets.stylegan2 import unflatten_names
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 LPIPS_URL = (
     "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
 )
 VGG16_FILE = "vgg16.npz"
+VGG19_FILE = "vgg19.npz"
 LPIPS_FILE = "lpips_vgg.npz"
 _EXPECTED = {
     "vgg16": "torchvision's VGG16 state dict (vgg16-397923af.pth) or a converted vgg16 .npz",
+    "vgg19": "torchvision's VGG19 state dict (vgg19-dcbb9e9d.pth) or a converted vgg19 .npz",
     "lpips": "the lpips package's vgg.pth (v0.1 linear layers) or a converted lpips .npz",
+}
+# What a missing source file is, and where it is published (said when it is not found).
+_PUBLISHED = {
+    "vgg16": f"torchvision's VGG16 weights vgg16-397923af.pth; torchvision publishes them as "
+    f"{VGG16_URL}",
+    "vgg19": f"torchvision's VGG19 weights vgg19-dcbb9e9d.pth; torchvision publishes them as "
+    f"{VGG19_URL}",
+    "lpips": f"the lpips package's v0.1 vgg.pth; it is published as {LPIPS_URL} and ships "
+    "inside the `lpips` wheel",
 }
 _HOW_TO_GET = (
     f"download torchvision's VGG16 weights ({VGG16_URL}) and the lpips linear layers "
@@ -115,23 +131,44 @@ def _check(flat: Mapping[str, np.ndarray], want: Mapping[str, tuple], source: st
     return {n: np.asarray(flat[n], np.float32) for n in want}
 
 
-def vgg16_from_state_dict(sd: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
-    """Flat `VGG16Features` params from a torchvision VGG16 (or full LPIPS) state dict."""
+def vgg_from_state_dict(
+    sd: Mapping[str, np.ndarray], source: str, depth: int = 16
+) -> dict[str, np.ndarray]:
+    """Flat `VGGFeatures(depth)` params (every convolution) from a torchvision VGG16 / VGG19
+    state dict (or, for VGG16, a full LPIPS one)."""
     flat = {}
     for name, value in sd.items():
         m = re.fullmatch(r"(?:net\.)?features\.(\d+)\.(weight|bias)", name)
         m = m or re.fullmatch(r"net\.slice\d\.(\d+)\.(weight|bias)", name)
         if m:
             flat[f"features.{m.group(1)}.{m.group(2)}"] = value
-    want = vgg_nets.vgg16_param_shapes(_widths(flat))
-    return _check(flat, want, source, "a VGG16 state dict (features.{i}.weight|bias)")
+    want = vgg_nets.vgg_param_shapes(depth, _widths(flat, depth))
+    what = f"a VGG{depth} state dict (features.{{i}}.weight|bias)"
+    extra = sorted((n for n in flat if n not in want), key=_by_index)
+    if extra:
+        # A VGG16 file read as VGG19 (or the reverse) has convolutions at other indices.
+        raise ConvertError(
+            f"{source}: not {what}: unexpected {', '.join(extra[:6])}"
+            + (" ..." if len(extra) > 6 else "")
+        )
+    return _check(flat, want, source, what)
 
 
-def _widths(flat: Mapping[str, np.ndarray]) -> tuple[int, ...]:
+def _by_index(name: str) -> tuple[int, str]:
+    _, i, leaf = name.split(".")
+    return int(i), leaf
+
+
+def vgg16_from_state_dict(sd: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Flat `VGG16Features` params from a torchvision VGG16 (or full LPIPS) state dict."""
+    return vgg_from_state_dict(sd, source, 16)
+
+
+def _widths(flat: Mapping[str, np.ndarray], depth: int = 16) -> tuple[int, ...]:
     """Stage widths read from the first conv bias of each stage (64, 128, 256, 512, 512 for
-    VGG16; tests use narrower VGG-shaped nets). Missing entries: the VGG16 default."""
+    VGG16 and VGG19; tests use narrower VGG-shaped nets). Missing entries: the default."""
     out = []
-    for stage, convs in enumerate(vgg_nets.vgg16_conv_indices()):
+    for stage, convs in enumerate(vgg_nets.vgg_conv_indices(depth)):
         b = flat.get(f"features.{convs[0]}.bias")
         out.append(
             int(b.shape[0]) if b is not None and b.ndim == 1 else vgg_nets.VGG16_WIDTHS[stage]
@@ -175,27 +212,40 @@ def save_weights(out: str | os.PathLike, kind: str, flat: Mapping[str, np.ndarra
     return out
 
 
-def convert_weights(kind: str, src: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Flat params of `kind` ('vgg16' or 'lpips') from a torch file or a converted .npz."""
-    if kind not in _EXPECTED:
-        raise ConvertError(f"unknown feature network {kind!r}: use vgg16 or lpips")
+def read_weights(
+    src: str | os.PathLike, kind: str, expected: str, published: str
+) -> dict[str, np.ndarray]:
+    """{name: array} of a torch.save'd state dict or of a converted `.npz` of `kind`.
+
+    A missing file is a ConvertError naming `published` (what the file is, where it comes
+    from); a converted `.npz` of another kind is refused."""
     source = os.fspath(src)
+    if not Path(src).expanduser().exists():
+        raise ConvertError(f"{source}: no such file; expected {published}")
     if str(src).endswith(".npz"):
         try:
-            with np.load(src) as z:
+            with np.load(Path(src).expanduser()) as z:
                 flat = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise ConvertError(f"{source}: no such file; expected {_EXPECTED[kind]}") from None
         except (OSError, ValueError) as e:
             raise ConvertError(f"{source}: unreadable .npz ({e})") from None
         have = str(flat.pop("__kind__", "?"))
         if have != kind:
             raise ConvertError(f"{source}: holds {have} weights, expected {kind}")
-        sd = flat
-    else:
-        sd = read_torch_state_dict(src, _EXPECTED[kind])
+        return flat
+    return read_torch_state_dict(Path(src).expanduser(), expected)
+
+
+def convert_weights(kind: str, src: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Flat params of `kind` ('vgg16', 'vgg19' or 'lpips') from a torch file or a converted
+    .npz."""
+    if kind not in _EXPECTED:
+        raise ConvertError(f"unknown feature network {kind!r}: use vgg16, vgg19 or lpips")
+    sd = read_weights(src, kind, _EXPECTED[kind], _PUBLISHED[kind])
+    source = os.fspath(src)
     if kind == "vgg16":
         return vgg16_from_state_dict(sd, source)
+    if kind == "vgg19":
+        return vgg_from_state_dict(sd, source, 19)
     return lpips_from_state_dict(sd, source)
 
 
@@ -228,3 +278,27 @@ def load_lpips(
             f"(widths {_widths(back)})"
         )
     return vgg_nets.LPIPS(widths), {"params": unflatten_names(flat)}
+
+
+def load_vgg19(
+    path: str | os.PathLike | None = None,
+    taps: tuple[str, ...] = ("conv4_4",),
+    input_range: tuple[float, float] | None = None,
+) -> tuple[vgg_nets.VGGFeatures, dict]:
+    """(VGGFeatures(19, taps, input_range), {'params': tree}) from a converted `.npz` or
+    torchvision's `.pth`; `path` defaults to `default_features_dir()/vgg19.npz`. The params
+    are those the taps need (the network stops at the last tap)."""
+    if path is None:
+        p = default_features_dir() / VGG19_FILE
+        if not p.exists():
+            raise ConvertError(
+                f"VGG19 weights {p} not found: download {_PUBLISHED['vgg19']}, then run "
+                f"`toonjax convert-features vgg19 vgg19-dcbb9e9d.pth {p}`"
+            )
+        path = p
+    flat = convert_weights("vgg19", path)
+    widths = _widths(flat, 19)
+    module = vgg_nets.VGGFeatures(19, tuple(taps), widths, input_range)
+    last = max(taps, key=vgg_nets.vgg_tap_names(19).index)
+    want = vgg_nets.vgg_param_shapes(19, widths, last_tap=last)
+    return module, {"params": unflatten_names({k: flat[k] for k in want})}

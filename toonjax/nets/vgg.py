@@ -1,12 +1,20 @@
-"""VGG16 features and the LPIPS (v0.1, net='vgg') perceptual distance in flax linen.
+"""VGG16 / VGG19 features and the LPIPS (v0.1, net='vgg') perceptual distance in flax linen.
 
-Two modules, each with the parameter names of the PyTorch file its weights come from (as
+Modules with the parameter names of the PyTorch file their weights come from (as
 `toonjax.nets.stylegan2` does for NVlabs), so converting a state dict is `unflatten_names`:
 
-* `VGG16Features`: torchvision `vgg16().features` up to relu5_3, params
-  `features.{i}.weight` [out, in, 3, 3] (torch OIHW layout) and `features.{i}.bias`; returns the
-  five LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (post-ReLU, before each max pool).
-  Input: NHWC already normalised as torchvision expects (`imagenet_normalize`).
+* `VGGFeatures`: torchvision `vgg16().features` or `vgg19().features` (cfg 'D' / 'E': 3x3
+  convolutions with bias, padding 1, each followed by a ReLU; 2x2 max pools, floor mode), params
+  `features.{i}.weight` [out, in, 3, 3] (torch OIHW layout) and `features.{i}.bias` with
+  torchvision's Sequential indices. Returns the named taps asked for, as a dict: `conv{s}_{k}`
+  (a convolution's output, before its ReLU), `relu{s}_{k}` (after it) and `pool{s}`, and
+  computes nothing past the last one. CartoonGAN's content loss uses VGG19 `conv4_4` (what
+  znxlwm/pytorch-CartoonGAN's `features[:26]` and mnicnc404's `block4_conv4` give); AnimeGAN
+  the same. `input_range=(lo, hi)` maps images in [lo, hi] to [0, 1] and applies torchvision's
+  ImageNet normalisation inside the module; `None` (default) takes normalised input.
+* `VGG16Features`: the five LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 of VGG16
+  (post-ReLU, before each max pool), as a tuple. Input: NHWC normalised as torchvision expects
+  (`imagenet_normalize`).
 * `LPIPS`: the `lpips` package's `LPIPS(net='vgg', version='0.1')`: ScalingLayer
   `(x - shift) / scale` on [-1, 1] images, the VGG16 taps, per tap channel-wise unit
   normalisation `f / (sqrt(sum_c f^2) + 1e-10)`, squared difference, the 1x1 "lin" layers
@@ -20,9 +28,9 @@ of two images' features is their LPIPS distance. This is the form NVlabs' projec
 a projector compute the target's features once. It needs the lin weights to be non-negative,
 which the lpips package guarantees (its training clamps them at 0).
 
-Weights never download: `toonjax convert-features vgg16|lpips FILE OUT` reads the files the user
-supplies (see `toonjax.convert.features`). Channel widths are a field (`widths`) so tests can
-use a small VGG-shaped network with random weights.
+Weights never download: `toonjax convert-features vgg16|vgg19|lpips FILE OUT` reads the files
+the user supplies (see `toonjax.convert.vgg`). Channel widths are a field (`widths`) so tests
+can use a small VGG-shaped network with random weights.
 """
 
 from __future__ import annotations
@@ -43,23 +51,46 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 
-VGG16_WIDTHS = (64, 128, 256, 512, 512)
-# Convolutions per stage of VGG16 (cfg 'D'); a tap (ReLU output) ends each stage.
-_STAGE_CONVS = (2, 2, 3, 3, 3)
+VGG16_WIDTHS = (64, 128, 256, 512, 512)  # the same for VGG19
+# Convolutions per stage: torchvision cfg 'D' (VGG16) and 'E' (VGG19).
+VGG_STAGE_CONVS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
+# The LPIPS taps of VGG16: the last ReLU of each stage.
 TAP_NAMES = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 
 
-def vgg16_conv_indices() -> list[list[int]]:
+def _stage_convs(depth: int) -> tuple[int, ...]:
+    if depth not in VGG_STAGE_CONVS:
+        raise ValueError(f"VGG depth must be 16 or 19, got {depth}")
+    return VGG_STAGE_CONVS[depth]
+
+
+def vgg_conv_indices(depth: int = 16) -> list[list[int]]:
     """torchvision `features` indices of the convolutions, per stage.
 
-    [[0, 2], [5, 7], [10, 12, 14], [17, 19, 21], [24, 26, 28]]: each conv is followed by its
-    ReLU, each stage by a max pool (the pool after stage 5 is not needed for the taps).
+    VGG16: [[0, 2], [5, 7], [10, 12, 14], [17, 19, 21], [24, 26, 28]]; VGG19: [[0, 2], [5, 7],
+    [10, 12, 14, 16], [19, 21, 23, 25], [28, 30, 32, 34]]. Each conv is followed by its ReLU,
+    each stage by a max pool.
     """
     out, i = [], 0
-    for n in _STAGE_CONVS:
+    for n in _stage_convs(depth):
         out.append([i + 2 * k for k in range(n)])
         i += 2 * n + 1
     return out
+
+
+def vgg16_conv_indices() -> list[list[int]]:
+    """`vgg_conv_indices(16)`."""
+    return vgg_conv_indices(16)
+
+
+def vgg_tap_names(depth: int = 19) -> list[str]:
+    """Every tap `VGGFeatures` can return, in network order (conv1_1, relu1_1, ..., pool5)."""
+    names = []
+    for s, n in enumerate(_stage_convs(depth), 1):
+        for k in range(1, n + 1):
+            names += [f"conv{s}_{k}", f"relu{s}_{k}"]
+        names.append(f"pool{s}")
+    return names
 
 
 def imagenet_normalize(x01: Array) -> Array:
@@ -99,18 +130,38 @@ class _Conv3x3(nn.Module):
 
 
 class _Features(nn.Module):
+    """torchvision `features` (submodules named by Sequential index) up to the last tap."""
+
     widths: Sequence[int]
+    taps: Sequence[str] = TAP_NAMES
+    depth: int = 16
 
     @nn.compact
     def __call__(self, x: Array) -> tuple[Array, ...]:
-        taps = []
-        for stage, (width, convs) in enumerate(zip(self.widths, vgg16_conv_indices(), strict=True)):
-            if stage > 0:  # MaxPool2d(2, 2), floor mode
-                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-            for idx in convs:
-                x = jax.nn.relu(_Conv3x3(width, name=str(idx))(x))
-            taps.append(x)
-        return tuple(taps)
+        known = vgg_tap_names(self.depth)
+        unknown = [t for t in self.taps if t not in known]
+        if unknown:
+            raise ValueError(f"VGG{self.depth} has no tap {', '.join(unknown)}; known: {known}")
+        out: dict[str, Array] = {}
+
+        def keep(name: str, value: Array) -> bool:  # True once every tap is there
+            if name in self.taps:
+                out[name] = value
+            return len(out) == len(set(self.taps))
+
+        convs = vgg_conv_indices(self.depth)
+        for s, (width, idxs) in enumerate(zip(self.widths, convs, strict=True), 1):
+            for k, idx in enumerate(idxs, 1):
+                x = _Conv3x3(width, name=str(idx))(x)
+                if keep(f"conv{s}_{k}", x):
+                    return tuple(out[t] for t in self.taps)
+                x = jax.nn.relu(x)
+                if keep(f"relu{s}_{k}", x):
+                    return tuple(out[t] for t in self.taps)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")  # floor mode
+            if keep(f"pool{s}", x):
+                break
+        return tuple(out[t] for t in self.taps)
 
 
 class VGG16Features(nn.Module):
@@ -121,6 +172,29 @@ class VGG16Features(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> tuple[Array, ...]:
         return _Features(tuple(self.widths), name="features")(x)
+
+
+class VGGFeatures(nn.Module):
+    """NHWC images -> {tap: NHWC features} of torchvision VGG16 / VGG19 `features`.
+
+    `taps` are names of `vgg_tap_names(depth)`; the network stops at the last one, so params
+    exist only up to it. `input_range=(lo, hi)`: images in [lo, hi] (e.g. (-1, 1) for a
+    generator's output) are mapped to [0, 1] and ImageNet-normalised here; `None`: the input is
+    already `imagenet_normalize`d."""
+
+    depth: int = 19
+    taps: Sequence[str] = ("conv4_4",)
+    widths: Sequence[int] = VGG16_WIDTHS
+    input_range: tuple[float, float] | None = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> dict[str, Array]:
+        if self.input_range is not None:
+            lo, hi = self.input_range
+            x = imagenet_normalize((x - lo) / (hi - lo))
+        taps = tuple(self.taps)
+        outs = _Features(tuple(self.widths), taps, self.depth, name="features")(x)
+        return dict(zip(taps, outs, strict=True))
 
 
 def _unit_normalize(f: Array) -> Array:
@@ -214,11 +288,21 @@ def lpips_param_shapes(widths: Sequence[int] = VGG16_WIDTHS) -> dict[str, tuple[
     return {k: tuple(v.shape) for k, v in flatten_names(shapes["params"]).items()}
 
 
-def vgg16_param_shapes(widths: Sequence[int] = VGG16_WIDTHS) -> dict[str, tuple[int, ...]]:
-    """Flat {name: shape} of `VGG16Features(widths)` params: features.{i}.weight|bias."""
+def vgg_param_shapes(
+    depth: int = 16, widths: Sequence[int] = VGG16_WIDTHS, last_tap: str | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Flat {name: shape} of the params of `VGGFeatures(depth)` up to `last_tap` (default: the
+    last convolution): features.{i}.weight|bias."""
     from toonjax.nets.stylegan2 import flatten_names
 
-    shapes = jax.eval_shape(
-        lambda: VGG16Features(tuple(widths)).init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
-    )
+    n = _stage_convs(depth)
+    tap = last_tap or f"conv5_{n[-1]}"
+    module = VGGFeatures(depth, (tap,), tuple(widths))
+    # 32x32: five 2x2 floor pools leave 1x1, so every tap exists.
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     return {k: tuple(v.shape) for k, v in flatten_names(shapes["params"]).items()}
+
+
+def vgg16_param_shapes(widths: Sequence[int] = VGG16_WIDTHS) -> dict[str, tuple[int, ...]]:
+    """Flat {name: shape} of `VGG16Features(widths)` params: features.{i}.weight|bias."""
+    return vgg_param_shapes(16, widths)

@@ -1,6 +1,7 @@
 """StyleGAN2-ADA trainer: FreezeD counting and freezing, transfer, smoke, resume, devices."""
 
 import importlib.util
+import json
 
 import jax
 import jax.numpy as jnp
@@ -202,6 +203,15 @@ def test_stopped_and_resumed_equals_uninterrupted(repo_root, tmp_path):
     assert int(full.step) == int(resumed.step) == 6
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The log too (r_t included: it lives in the state, so the resumed rows have it).
+    timing = {"time", "img_per_s", "sec_per_kimg", "eta_s"}
+
+    def rows(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in lines]
+
+    assert rows("a") == rows("b")
+    assert sum("rt" in r for r in rows("b")) >= 3
 
 
 @pytest.mark.slow

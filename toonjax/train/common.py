@@ -205,10 +205,16 @@ class Checkpointer:
     def _check_structure(self, step: int, abstract_state: Any) -> None:
         """ConfigError-style line when the checkpoint holds another model; `_Damaged` when its
         tree metadata cannot be read."""
+        state_dir = self.directory / str(step) / "state"
+        if not (state_dir / "_METADATA").is_file():
+            raise _Damaged(f"{state_dir / '_METADATA'} is missing")
+        absl_logger = logging.getLogger("absl")
+        hush = _LevelFilter(logging.ERROR)  # orbax warns about optional files it looks for
+        absl_logger.addFilter(hush)
         try:
             ckptr = ocp.StandardCheckpointer()
             try:
-                md = ckptr.metadata(self.directory / str(step) / "state")
+                md = ckptr.metadata(state_dir)
             finally:
                 ckptr.close()
             stored_tree = getattr(md, "item_metadata", md)
@@ -218,6 +224,10 @@ class Checkpointer:
             }
         except Exception as e:  # noqa: BLE001 -- missing/garbled metadata files
             raise _Damaged(f"its tree metadata cannot be read ({_first_line(e)})") from e
+        finally:
+            absl_logger.removeFilter(hush)
+        if not stored:
+            raise _Damaged(f"its tree metadata in {state_dir} lists no arrays")
         want = {
             _names(p): (tuple(x.shape), np.dtype(x.dtype))
             for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
@@ -291,7 +301,7 @@ class Checkpointer:
         if damaged:
             raise TrainingError(
                 f"no intact checkpoint in {self.directory} (damaged, set aside as damaged-STEP: "
-                f"{', '.join(map(str, damaged))}): restore the files from a backup, or move the "
+                f"{', '.join(map(str, sorted(damaged)))}): restore the files from a backup, or move the "
                 "checkpoints directory away to start training from scratch"
             )
         return None
@@ -315,6 +325,15 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _LevelFilter(logging.Filter):
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
 
 
 class _QuietOrbaxErrors:
@@ -369,7 +388,7 @@ class _Damaged(Exception):
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     line = text.splitlines()[0] if text else type(e).__name__
-    return line[:200]
+    return line.split(" See full TensorStore details")[0][:200]
 
 
 # ---------------------------------------------------------------------------- metrics

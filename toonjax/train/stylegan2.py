@@ -49,6 +49,9 @@ class SG2State:
     ada_p: jax.Array
     ada_signs: jax.Array  # sum of sign(D(real)) since the last ADA adjustment
     ada_count: jax.Array
+    # r_t of the last finished ADA interval (logged once one has finished); in the state, not a
+    # closure, so a resumed run logs exactly the rows of an unbroken one.
+    ada_rt: jax.Array
     pl_mean: jax.Array
     rng: jax.Array  # uint32 key data
 
@@ -143,6 +146,7 @@ def init_state(config, G, D, g_tx, d_tx, c_dim: int) -> SG2State:
         ),
         ada_signs=jnp.zeros((), jnp.float32),
         ada_count=jnp.zeros((), jnp.float32),
+        ada_rt=jnp.zeros((), jnp.float32),
         pl_mean=jnp.zeros((), jnp.float32),
         rng=jax.random.key_data(krng),
     )
@@ -440,7 +444,12 @@ class Phases:
         rt = state.ada_signs / jnp.maximum(state.ada_count, 1)
         adjust = jnp.sign(rt - a.ada_target) * (batch_size * a.ada_interval) / (a.ada_kimg * 1000)
         p = jnp.maximum(state.ada_p + adjust, 0.0) if adjust_p else state.ada_p
-        state = state.replace(ada_p=p, ada_signs=jnp.zeros(()), ada_count=jnp.zeros(()))
+        state = state.replace(
+            ada_p=p,
+            ada_signs=jnp.zeros(()),
+            ada_count=jnp.zeros(()),
+            ada_rt=rt.astype(jnp.float32),
+        )
         return state, rt
 
 
@@ -469,10 +478,10 @@ def make_steps(config, G, D, g_tx, d_tx, mesh, c_dim: int):
         donate_argnums=0,
         out_shardings=(repl, repl),
     )
-    counter = {"i": None, "rt": None}
+    counter = {"i": None}
 
     def iteration(state, batch):
-        if counter["i"] is None:
+        if counter["i"] is None:  # a host copy of state.step: no device sync per iteration
             counter["i"] = int(state.step)
         i = counter["i"]
         metrics = {}
@@ -488,11 +497,10 @@ def make_steps(config, G, D, g_tx, d_tx, mesh, c_dim: int):
             metrics.update(m)
         state = ema(state)
         if (i + 1) % config.aug.ada_interval == 0:  # r_t is logged in every mode
-            state, rt = ada(state)
-            counter["rt"] = rt
+            state, _ = ada(state)
         metrics["ada_p"] = state.ada_p
-        if counter["rt"] is not None:
-            metrics["rt"] = counter["rt"]
+        if i + 1 >= config.aug.ada_interval:  # i comes from state.step: the same after a resume
+            metrics["rt"] = state.ada_rt
         counter["i"] = i + 1
         return state, metrics
 

@@ -344,3 +344,33 @@ def test_sg2_ada_rt_is_in_the_checkpointed_state(repo_root):
     new, rt = ph.ada_step(state, batch_size=4)
     assert float(rt) == float(new.ada_rt) == 0.75
     assert float(new.ada_signs) == float(new.ada_count) == 0.0
+
+
+def test_checkpoint_of_an_older_state_resumes_with_the_later_field_fresh(tmp_path, capsys):
+    """A run saved before a state field existed (FIELDS_ADDED_LATER, e.g. SG2's ada_rt) resumes:
+    saved fields restored exactly, the new one from the fresh state, a line says so."""
+    import flax
+    import jax.numpy as jnp
+
+    @flax.struct.dataclass
+    class State:
+        step: jax.Array
+        w: jax.Array
+        ada_rt: jax.Array
+
+    old = {"step": jnp.asarray(5, jnp.int32), "w": jnp.arange(6.0).reshape(2, 3)}
+    with common.Checkpointer(tmp_path) as ck:
+        ck.save(5, old, {"pos": 1}, {"model": "x"})
+    fresh = State(step=jnp.zeros((), jnp.int32), w=jnp.zeros((2, 3)), ada_rt=jnp.asarray(0.25))
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), fresh)
+    with common.Checkpointer(tmp_path) as ck:
+        step, state, data, _ = ck.restore_latest(abstract, fresh_state=fresh)
+    assert step == 5 and data == {"pos": 1} and isinstance(state, State)
+    assert int(state.step) == 5 and float(state.ada_rt) == 0.25
+    np.testing.assert_array_equal(np.asarray(state.w), np.arange(6.0).reshape(2, 3))
+    assert "before the state had ada_rt" in capsys.readouterr().out
+    # A field toonjax never added later is a different model, not an older toonjax.
+    abstract2 = {"step": abstract.step, "w": abstract.w, "other": abstract.ada_rt}
+    with common.Checkpointer(tmp_path) as ck, pytest.raises(common.TrainingError, match="other"):
+        ck.restore(5, abstract2)

@@ -116,6 +116,13 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
+# State fields added after toonjax had users with runs in progress: a checkpoint without them
+# still resumes, the field starting from its initial value (printed). Field -> why it came.
+FIELDS_ADDED_LATER = {
+    "ada_rt": "StyleGAN2-ADA's last r_t, moved from a Python closure into the state",
+}
+
+
 class Checkpointer:
     """Saves and restores (train state, data iterator state, config) under WORKDIR/checkpoints.
 
@@ -202,9 +209,10 @@ class Checkpointer:
             "(or move the workdir) and run the same command to resume"
         )
 
-    def _check_structure(self, step: int, abstract_state: Any) -> None:
-        """ConfigError-style line when the checkpoint holds another model; `_Damaged` when its
-        tree metadata cannot be read."""
+    def _check_structure(self, step: int, abstract_state: Any) -> set[str]:
+        """TrainingError when the checkpoint holds another model; `_Damaged` when its tree
+        metadata cannot be read. Returns the state fields it lacks because an older toonjax
+        wrote it (`FIELDS_ADDED_LATER`)."""
         state_dir = self.directory / str(step) / "state"
         if not (state_dir / "_METADATA").is_file():
             raise _Damaged(f"{state_dir / '_METADATA'} is missing")
@@ -233,10 +241,13 @@ class Checkpointer:
             for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
         }
         if stored == want:
-            return
+            return set()
         missing = sorted(set(want) - set(stored))
         extra = sorted(set(stored) - set(want))
         changed = sorted(k for k in set(want) & set(stored) if want[k] != stored[k])
+        later = {k[0] for k in missing}
+        if not extra and not changed and later <= FIELDS_ADDED_LATER.keys():
+            return later  # an older toonjax's checkpoint: those fields start fresh
         if changed:
             k = changed[0]
             what = (
@@ -254,12 +265,24 @@ class Checkpointer:
             f"{self.directory}/{step}/config/metadata) or use a new --workdir"
         )
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
+    def restore(
+        self, step: int, abstract_state: Any, fresh_state: Any = None
+    ) -> tuple[Any, dict, dict]:
         """The checkpoint of `step` into `abstract_state`'s shapes and shardings; TrainingError
-        for another model's checkpoint, `_Damaged` for a damaged one."""
-        self._check_structure(step, abstract_state)
+        for another model's checkpoint, `_Damaged` for a damaged one. State fields that an older
+        toonjax did not save start from `fresh_state` (the freshly initialised state)."""
+        later = self._check_structure(step, abstract_state)
+        target = abstract_state
+        if later:
+            if fresh_state is None or not hasattr(abstract_state, "__dataclass_fields__"):
+                raise TrainingError(
+                    f"{self.directory}/{step} predates the state fields {sorted(later)}; "
+                    "resume it with the training command (it fills them in)"
+                )
+            names = [f for f in abstract_state.__dataclass_fields__ if f not in later]
+            target = {f: getattr(abstract_state, f) for f in names}
         items = {
-            "state": ocp.args.StandardRestore(abstract_state),
+            "state": ocp.args.StandardRestore(target),
             "data": ocp.args.JsonRestore(),
             "config": ocp.args.JsonRestore(),
         }
@@ -270,24 +293,35 @@ class Checkpointer:
             out = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 -- tensorstore/orbax raise many kinds here
             raise _Damaged(f"its data cannot be read ({_first_line(e)})") from e
+        state = out.state
         if has_digest:
             want = (out.integrity or {}).get("state_crc32")
-            got = state_digest(out.state)
+            # Leaves in the order they were saved (dataclass field order, present fields only).
+            got = state_digest([state[f] for f in names] if later else state)
             if want != got:
                 raise _Damaged(
                     f"its arrays do not match the digest saved with them ({got} != {want})"
                 )
         if out.data is None or out.config is None:
             raise _Damaged("its data-position or config file is missing")
-        return out.state, out.data, out.config
+        if later:
+            print(
+                f"checkpoint {step} was written before the state had {', '.join(sorted(later))} "
+                "(added later); starting those from their initial values",
+                flush=True,
+            )
+            state = fresh_state.replace(**state)
+        return state, out.data, out.config
 
-    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
+    def restore_latest(
+        self, abstract_state: Any, fresh_state: Any = None
+    ) -> tuple[int, Any, dict, dict] | None:
         """(step, state, data state, config) of the newest intact checkpoint, or None when there
         is none. Damaged ones are moved to `damaged-STEP` with a printed line each."""
         damaged = []
         for step in reversed(self.all_steps()):
             try:
-                state, data, config = self.restore(step, abstract_state)
+                state, data, config = self.restore(step, abstract_state, fresh_state)
             except _Damaged as e:
                 aside = self._set_aside(step)
                 print(

@@ -123,7 +123,7 @@ def run(
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
         )
-        restored = ckpt.restore_latest(abstract)
+        restored = ckpt.restore_latest(abstract, fresh_state=state)
         if restored is not None:
             start, state, data_state, _ = restored
             loader.set_state(data_state)

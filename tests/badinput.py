@@ -10,6 +10,7 @@ contract every user-fixable error keeps: exit status 2, one line on stderr start
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import subprocess
@@ -98,3 +99,75 @@ def snapshot(path: str | os.PathLike) -> dict[str, str]:
             else:
                 out[rel] = "special"
     return out
+
+
+_MANY = r"""
+import contextlib, io, json, sys, time, traceback
+from toonjax.cli import main
+
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(args)
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            rc = 1
+    record = {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue(),
+              "seconds": time.perf_counter() - start}
+    sys.__stdout__.write("@@toonjax-call@@" + json.dumps(record) + "\n")
+    sys.__stdout__.flush()
+"""
+
+
+def run_cli_many(
+    calls: list[list[str]],
+    *,
+    cwd: str | os.PathLike | None = None,
+    as_limit: int | None = DEFAULT_AS_LIMIT,
+    timeout: float = 300,
+    env: dict | None = None,
+) -> list[subprocess.CompletedProcess]:
+    """Like `run_cli` for several commands, run one after another in ONE memory-capped
+    subprocess (jax is imported once). Each call gets its own CompletedProcess: its exit
+    status, what it printed to sys.stdout / sys.stderr (an uncaught exception's traceback
+    included), and `.seconds` (its wall time). If the process dies (a crash, or killed at
+    the memory cap), the calls it did not finish get its exit status and its stderr."""
+
+    def limit() -> None:
+        if as_limit:
+            resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
+
+    full_env = _env()
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MANY, json.dumps(calls)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        preexec_fn=limit,
+    )
+    records = [
+        json.loads(line[len("@@toonjax-call@@") :])
+        for line in proc.stdout.splitlines()
+        if line.startswith("@@toonjax-call@@")
+    ]
+    results = []
+    for i, args in enumerate(calls):
+        if i < len(records):
+            r = records[i]
+            cp = subprocess.CompletedProcess(args, r["rc"], r["stdout"], r["stderr"])
+            cp.seconds = r["seconds"]
+        else:
+            died = f"(the process ended with status {proc.returncode} before this call ended)"
+            cp = subprocess.CompletedProcess(args, proc.returncode, "", proc.stderr + died)
+            cp.seconds = float("nan")
+        results.append(cp)
+    return results

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -199,13 +200,51 @@ def rosinality_checkpoint(bundle: NetworkBundle) -> tuple[dict[str, Any], list[s
     return out, notes
 
 
+# The zip comment of the files `export_network` writes: an existing OUT carrying it may be
+# replaced; any other existing file only with overwrite=True.
+EXPORT_MARK = b"written by toonjax export"
+
+
+def is_toonjax_export(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file `export_network` wrote (its zip comment is EXPORT_MARK)."""
+    p = Path(path)
+    if p.is_symlink() or not p.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return zf.comment == EXPORT_MARK
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def check_export_target(out: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuses an OUT that exists and is not an earlier export, unless `overwrite` (then the
+    file the user named is replaced, atomically); a directory or link is always refused."""
+    p = Path(out).expanduser()
+    if not os.path.lexists(p):
+        return
+    if p.is_symlink() or not p.is_file():
+        kind = "a symbolic link" if p.is_symlink() else "a directory"
+        raise ConvertError(f"{p}: is {kind}, not a file to write; choose another OUT")
+    if not overwrite and not is_toonjax_export(p):
+        raise ConvertError(
+            f"{p}: already exists and was not written by `toonjax export`; choose another OUT "
+            "or remove it first"
+        )
+
+
 def export_network(
-    net: str | os.PathLike | NetworkBundle, to: str, out: str | os.PathLike
+    net: str | os.PathLike | NetworkBundle,
+    to: str,
+    out: str | os.PathLike,
+    overwrite: bool = False,
 ) -> tuple[Path, list[str]]:
     """Writes `out` (.pt) in format `to` ('rosinality' or 'nvlabs-state-dict').
 
-    Returns (path, notes). Written atomically, without torch.
+    Returns (path, notes). Written atomically (temporary file + rename), without torch. An
+    existing `out` is replaced only when an earlier export wrote it, or with `overwrite`.
     """
+    check_export_target(out, overwrite)
     bundle = net if isinstance(net, NetworkBundle) else load_network(net)
     if to == "rosinality":
         obj, notes = rosinality_checkpoint(bundle)
@@ -217,4 +256,4 @@ def export_network(
         notes = [f"{key} state dict; Generator kwargs: {bundle.G_kwargs}"]
     else:
         raise ConvertError(f"unknown export format {to!r}; use one of {', '.join(EXPORT_FORMATS)}")
-    return torch_save(obj, out), notes
+    return torch_save(obj, out, comment=EXPORT_MARK), notes

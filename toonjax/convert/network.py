@@ -41,7 +41,7 @@ from toonjax.convert.nvlabs import (
     tf_to_pytorch_names,
 )
 from toonjax.convert.rosinality import infer_rosinality_arch, load_rosinality_pt
-from toonjax.convert.safe_pickle import is_torch_legacy, read_file
+from toonjax.convert.safe_pickle import brief, is_torch_legacy, read_file
 from toonjax.errors import ConvertError
 from toonjax.nets import ops
 from toonjax.nets.stylegan2 import Discriminator, Generator, flatten_names, unflatten_names
@@ -49,6 +49,9 @@ from toonjax.nets.stylegan2 import Discriminator, Generator, flatten_names, unfl
 FORMAT_VERSION = 1
 NETWORK_JSON = "network.json"
 STATE_DIR = "state"
+# network.json's marker: `--overwrite` replaces only directories that carry it (or, written
+# before it existed, toonjax's network metadata).
+WRITTEN_BY = "toonjax"
 DEFAULT_FILTER = [1, 3, 3, 1]
 EXPECTED_ANY = (
     "a StyleGAN2 network file (stylegan2-ada-pytorch .pkl, TensorFlow StyleGAN2 .pkl, "
@@ -278,7 +281,7 @@ def _tf_common(sk: dict, source: str) -> dict:
         )
     nonlin = sk.get("nonlinearity", "lrelu")
     if nonlin != "lrelu":
-        raise ConvertError(f"{source}: TF nonlinearity {nonlin!r} is not supported")
+        raise ConvertError(f"{source}: TF nonlinearity {brief(nonlin)} is not supported")
     return {
         "c_dim": int(sk.get("label_size", 0)),
         "img_resolution": int(sk.get("resolution", 1024)),
@@ -749,7 +752,7 @@ def convert(src: str | os.PathLike) -> NetworkBundle:
 def _plain_json(obj: Any) -> Any:
     """JSON-safe copy (tuples -> lists, numpy scalars -> python, unknown -> repr)."""
     if isinstance(obj, dict):
-        return {str(k): _plain_json(v) for k, v in obj.items()}
+        return {k if isinstance(k, str) else brief(k): _plain_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [_plain_json(v) for v in obj]
     if isinstance(obj, np.generic):
@@ -758,11 +761,12 @@ def _plain_json(obj: Any) -> Any:
         return obj.tolist()
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
-    return repr(obj)
+    return brief(obj)  # bounded: a stub from a file may share its contents 2**60 times over
 
 
 def _to_json(bundle: NetworkBundle) -> dict:
     return {
+        "written_by": WRITTEN_BY,
         "format_version": FORMAT_VERSION,
         "source": bundle.source,
         "format": bundle.format,
@@ -782,15 +786,17 @@ def save_network(dest: str | os.PathLike, bundle: NetworkBundle, overwrite: bool
     """Writes DEST/ (orbax checkpoint `state/` of G, G_ema, D variables + `network.json`).
 
     Atomic: everything is written into a temporary sibling directory which is renamed to DEST
-    at the end, so DEST is either absent, the old version or complete.
+    at the end, so DEST is either absent, the old version or complete. `overwrite` replaces
+    only a directory toonjax wrote (see `check_replaceable`); anything else at DEST is refused
+    before anything is written.
     """
     import orbax.checkpoint as ocp
 
     dest = Path(dest).expanduser().absolute()
-    if dest.exists() and not overwrite:
-        raise ConvertError(f"{dest}: already exists (pass overwrite=True / --overwrite)")
+    clean_stale_siblings(dest)
+    check_replaceable(dest, overwrite)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _sibling(dest, "tmp")
     try:
         tmp.mkdir()
         tree = {k: jax.tree.map(np.asarray, v) for k, v in bundle.nets.items()}
@@ -810,13 +816,128 @@ def save_network(dest: str | os.PathLike, bundle: NetworkBundle, overwrite: bool
     return dest
 
 
+# ------------------------------------------------------------------------------------------------
+# What `--overwrite` may replace.
+
+# What toonjax puts at the top of a network directory (`best.json`: training's best/ snapshot).
+_OWN_ENTRIES = frozenset({NETWORK_JSON, STATE_DIR, "best.json"})
+# Temporary and set-aside siblings: `.DEST.tmp-PID-XXXXXXXX`, `.DEST.old-PID-XXXXXXXX`.
+_SIBLING = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+def _sibling(dest: Path, kind: str) -> Path:
+    """A hidden sibling of `dest` named after this process (so a later run can tell it is
+    stale once the process is gone)."""
+    return dest.parent / f".{dest.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def is_toonjax_network_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` is a directory `save_network` wrote: its network.json says
+    `"written_by": "toonjax"`, or (directories from before that key) has toonjax's network
+    metadata (`format_version` and `networks`) next to the `state/` checkpoint."""
+    p = Path(path)
+    if p.is_symlink() or not p.is_dir():
+        return False
+    try:
+        meta = json.loads((p / NETWORK_JSON).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(meta, dict):
+        return False
+    if meta.get("written_by") == WRITTEN_BY:
+        return True
+    return "format_version" in meta and "networks" in meta and (p / STATE_DIR).is_dir()
+
+
+def check_replaceable(dest: str | os.PathLike, overwrite: bool) -> None:
+    """Raises ConvertError unless writing the network directory `dest` may go ahead: it is
+    absent or an empty directory, or a toonjax network directory and `overwrite` is set.
+
+    `--overwrite` never deletes what toonjax did not write (a folder of photos, a file).
+    """
+    p = Path(dest)
+    if not os.path.lexists(p):
+        return
+    how = "choose another DEST or remove it yourself"
+    if p.is_symlink():
+        raise ConvertError(f"{p}: is a symbolic link, not a toonjax network directory; {how}")
+    if not p.is_dir():
+        raise ConvertError(f"{p}: is a file, not a toonjax network directory; {how}")
+    if is_toonjax_network_dir(p):
+        if not overwrite:
+            raise ConvertError(f"{p}: already exists (pass overwrite=True / --overwrite)")
+        return
+    try:
+        empty = not any(p.iterdir())
+    except OSError as e:
+        raise ConvertError(f"{p}: cannot list it ({e.strerror}); {how}") from None
+    if not empty:
+        raise ConvertError(
+            f"{p}: not a toonjax network directory (it has no {NETWORK_JSON} written by "
+            f"toonjax), so it is not replaced even with --overwrite; {how}"
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_stale_siblings(dest: str | os.PathLike) -> list[Path]:
+    """Removes `.DEST.tmp-PID-*` / `.DEST.old-PID-*` directories left by a killed run.
+
+    Only directories named with toonjax's pattern, whose process is gone, and that hold
+    nothing but what toonjax writes in a network directory (possibly half-deleted). Returns
+    what was removed.
+    """
+    dest = Path(dest)
+    removed: list[Path] = []
+    try:
+        siblings = list(dest.parent.iterdir())
+    except OSError:
+        return removed
+    for sib in siblings:
+        m = _SIBLING.fullmatch(sib.name)
+        if not m or m["name"] != dest.name or _pid_alive(int(m["pid"])):
+            continue
+        if sib.is_symlink() or not sib.is_dir():
+            continue
+        try:
+            if not {e.name for e in sib.iterdir()} <= _OWN_ENTRIES:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(sib, ignore_errors=True)
+        removed.append(sib)
+    return removed
+
+
 def replace_dir(tmp: Path, dest: Path) -> None:
-    """Puts the finished directory `tmp` at `dest`, renaming any previous `dest` aside first."""
+    """Puts the finished directory `tmp` at `dest`, swapping out a previous toonjax network
+    directory there (see `check_replaceable`; anything else at `dest` is refused).
+
+    The previous directory is renamed aside to `.DEST.old-PID-XXXXXXXX`, and removed once the
+    new one is in place; if the swap fails it is put back. A set-aside directory a killed run
+    left behind is removed by the next run (`clean_stale_siblings`).
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    clean_stale_siblings(dest)
+    check_replaceable(dest, overwrite=True)
     old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+    if os.path.lexists(dest):
+        old = _sibling(dest, "old")
         os.rename(dest, old)
-    os.rename(tmp, dest)
+    try:
+        os.rename(tmp, dest)
+    except BaseException:
+        if old is not None:
+            os.rename(old, dest)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -26,14 +26,19 @@ from typing import Any
 import numpy as np
 
 from toonjax.convert.safe_pickle import (
+    MAX_DEPTH,
     NUMPY_GLOBALS,
     TORCH_PICKLED_STORAGE_GLOBALS,
     TORCH_TENSOR_GLOBALS,
     FormatProblem,
     GlobalName,
+    LimitExceeded,
     SealedType,
     Stub,
     as_array,
+    brief,
+    current_budget,
+    dict_key,
     read_file,
     restricted_loads,
     to_plain,
@@ -205,7 +210,7 @@ def _load_nvlabs_pickle(path: str | os.PathLike) -> NVlabsSnapshot:
         networks=networks,
         augment_pipe=_network(aug, source) if aug is not None else None,
         training_set_kwargs=to_plain(tsk) if tsk is not None else None,
-        other={str(k): _plain_or_name(v) for k, v in obj.items() if k not in known},
+        other={dict_key(k): _plain_or_name(v) for k, v in obj.items() if k not in known},
     )
 
 
@@ -213,7 +218,7 @@ def _what(obj: Any) -> str:
     if isinstance(obj, PersistentObject):
         return f"a network ({obj.class_name})"
     if isinstance(obj, dict):
-        return f"a dict with keys {sorted(map(str, obj))[:8]}"
+        return f"a dict with keys {sorted(brief(k, 40) for k in obj)[:8]}"
     return f"a {type(obj).__name__}"
 
 
@@ -230,23 +235,37 @@ def _network(obj: PersistentObject, source: str) -> Network:
     seen_modules: set[int] = set()
     seen_params: set[int] = set()
     seen_buffers: set[int] = set()
+    budget = current_budget()
 
     def members(state: dict, key: str, path: str) -> list[tuple[str, Any]]:
         entries = state.get(key, {})
         if not isinstance(entries, dict):
             raise ConvertError(f"{source}: {path or 'the network'} has a malformed {key}")
+        bad = next((n for n in entries if not isinstance(n, str)), None)
+        if bad is not None:
+            raise ConvertError(
+                f"{source}: {path or 'the network'} has a {key} entry named {brief(bad, 40)}"
+            )
         return list(entries.items())
 
-    def visit(module: PersistentObject, prefix: str) -> None:
+    def visit(module: PersistentObject, prefix: str, depth: int) -> None:
+        # Modules are memoised by identity and counted: a module tree sharing submodules
+        # 2**60 times over is walked once per module; a deep one stops at MAX_DEPTH.
         if id(module) in seen_modules:
             return
         seen_modules.add(id(module))
+        if depth > MAX_DEPTH:
+            raise LimitExceeded(
+                f"its modules are nested too deeply (deeper than {MAX_DEPTH} levels)"
+            )
+        budget.visit(0)
         state = module.state
         for key, out, seen in (
             ("_parameters", params, seen_params),
             ("_buffers", buffers, seen_buffers),
         ):
             for name, value in members(state, key, prefix[:-1]):
+                budget.visit(0)
                 if value is None:
                     continue
                 if not isinstance(value, np.ndarray):
@@ -265,9 +284,9 @@ def _network(obj: PersistentObject, source: str) -> Network:
                     f"{source}: submodule {prefix}{name} is {type(sub).__name__}, not a network "
                     f"module written by torch_utils.persistence"
                 )
-            visit(sub, f"{prefix}{name}.")
+            visit(sub, f"{prefix}{name}.", depth + 1)
 
-    visit(obj, "")
+    visit(obj, "", 0)
     state = obj.state
     kwargs = to_plain(state.get("_init_kwargs", {}))
     args = to_plain(state.get("_init_args", ()))
@@ -324,19 +343,27 @@ def _load_nvlabs_tf_pickle(path: str | os.PathLike) -> NVlabsSnapshot:
     return NVlabsSnapshot(source, "tensorflow", networks)
 
 
+def _text(value: Any) -> str:
+    """A name from the file as text (bounded, whatever the file put there)."""
+    return value if isinstance(value, str) else brief(value)
+
+
 def _tf_network(net: TFNetworkStub, source: str) -> Network:
     params: dict[str, np.ndarray] = {}
+    budget = current_budget()  # components shared many times over are counted each time
 
     def collect(node: TFNetworkStub, prefix: str, depth: int) -> dict:
         state = getattr(node, "state", {})  # no BUILD: no state
         if depth > 8:
             raise ConvertError(f"{source}: TF networks nested too deeply")
+        budget.visit(depth)
         variables = state.get("variables")
         if not isinstance(variables, list):
             raise ConvertError(
                 f"{source}: a TF network ({prefix or 'top'}) lacks its variable list"
             )
         for item in variables:
+            budget.visit(depth + 1)
             if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)):
                 raise ConvertError(f"{source}: a TF network has a malformed variable entry")
             name, value = item
@@ -350,8 +377,8 @@ def _tf_network(net: TFNetworkStub, source: str) -> Network:
         if not isinstance(comps, dict):
             raise ConvertError(f"{source}: a TF network has malformed components")
         for cname, comp in comps.items():
-            if not isinstance(comp, TFNetworkStub):
-                raise ConvertError(f"{source}: TF component {cname} is not a network")
+            if not isinstance(cname, str) or not isinstance(comp, TFNetworkStub):
+                raise ConvertError(f"{source}: TF component {brief(cname, 40)} is not a network")
             sub = getattr(comp, "state", {})
             components[cname] = {
                 "name": sub.get("name"),
@@ -365,13 +392,13 @@ def _tf_network(net: TFNetworkStub, source: str) -> Network:
     state = getattr(net, "state", {})
     kwargs = to_plain(state.get("static_kwargs", {}))
     return Network(
-        class_name=str(state.get("build_func_name")),
+        class_name=_text(state.get("build_func_name")),
         init_kwargs=kwargs if isinstance(kwargs, dict) else {},
         params=params,
         buffers={},
         attrs={
-            "name": state.get("name"),
-            "version": state.get("version"),
+            "name": _text(state.get("name")),
+            "version": to_plain(state.get("version")),
             "components": components,
             "source": source,
         },

@@ -22,7 +22,9 @@ from toonjax.convert.safe_pickle import (
     FormatProblem,
     GlobalName,
     SealedType,
+    brief,
     describe_start,
+    dict_key,
     is_torch_legacy,
     load_torch_legacy,
     load_torch_zip,
@@ -78,14 +80,15 @@ class RosinalityCheckpoint:
         return {k: v for k, v in out.items() if v is not None}
 
 
-def _plain(value: Any) -> Any:
+def _fields(value: Any) -> Any:
     if isinstance(value, NamespaceStub):
-        return to_plain(getattr(value, "fields", {}))  # no BUILD: no fields
-    if isinstance(value, dict):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_plain(v) for v in value)
-    return to_plain(value)
+        return getattr(value, "fields", {})  # no BUILD: no fields
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Plain python (Namespaces as dicts), through `to_plain`'s counted walk."""
+    return to_plain(value, unwrap=_fields)
 
 
 def _state_dict(value: Any, key: str, source: str) -> dict[str, np.ndarray]:
@@ -94,7 +97,7 @@ def _state_dict(value: Any, key: str, source: str) -> dict[str, np.ndarray]:
     out = {}
     for name, tensor in value.items():
         if not isinstance(name, str) or not isinstance(tensor, np.ndarray):
-            raise ConvertError(f"{source}: '{key}' entry {name!r} is not a named tensor")
+            raise ConvertError(f"{source}: '{key}' entry {brief(name)} is not a named tensor")
         out[name] = tensor
     return out
 
@@ -129,7 +132,7 @@ def _load_rosinality_pt(path: str | os.PathLike) -> RosinalityCheckpoint:
     if "g_ema" not in obj and "input.input" in obj:  # a bare generator state dict
         obj = {"g_ema": obj}
     if "g_ema" not in obj:
-        keys = sorted(map(str, obj))[:10]
+        keys = sorted(brief(k, 40) for k in obj)[:10]
         raise ConvertError(f"{source}: has no 'g_ema' (keys: {keys}); expected {EXPECTED}")
     states = {k: _state_dict(obj[k], k, source) for k in _STATE_KEYS if obj.get(k) is not None}
     latent_avg = obj.get("latent_avg")
@@ -147,7 +150,7 @@ def _load_rosinality_pt(path: str | os.PathLike) -> RosinalityCheckpoint:
         args=_plain(args) if args is not None else None,
         optimizers={k: _plain(obj[k]) for k in _OPTIM_KEYS if obj.get(k) is not None},
         ada_aug_p=float(np.asarray(ada)) if ada is not None else None,
-        other={str(k): _plain(v) for k, v in obj.items() if k not in known},
+        other={dict_key(k): _plain(v) for k, v in obj.items() if k not in known},
     )
 
 

@@ -128,8 +128,11 @@ class _Emitter:
         self.out += b"tR"
 
 
-def torch_save_bytes(obj: Any, archive_name: str = "archive") -> bytes:
-    """The bytes of a `torch.save(obj)` zip file for dicts/lists/scalars of numpy tensors."""
+def torch_save_bytes(obj: Any, archive_name: str = "archive", comment: bytes = b"") -> bytes:
+    """The bytes of a `torch.save(obj)` zip file for dicts/lists/scalars of numpy tensors.
+
+    `comment` becomes the zip comment (torch.load ignores it; `toonjax export` marks its
+    files with it)."""
     import io
 
     em = _Emitter()
@@ -137,6 +140,7 @@ def torch_save_bytes(obj: Any, archive_name: str = "archive") -> bytes:
     em.out += b"."
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.comment = comment
         zf.writestr(f"{archive_name}/data.pkl", bytes(em.out))
         zf.writestr(f"{archive_name}/byteorder", b"little")
         for i, a in enumerate(em.storages):
@@ -145,12 +149,12 @@ def torch_save_bytes(obj: Any, archive_name: str = "archive") -> bytes:
     return buf.getvalue()
 
 
-def torch_save(obj: Any, path: str | os.PathLike) -> Path:
+def torch_save(obj: Any, path: str | os.PathLike, comment: bytes = b"") -> Path:
     """Writes `obj` as a torch zip file at `path`, atomically (temporary file + rename)."""
     path = Path(path).expanduser().absolute()
     name = path.stem or "archive"
     name = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name) or "archive"
-    data = torch_save_bytes(obj, archive_name=name)
+    data = torch_save_bytes(obj, archive_name=name, comment=comment)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toonjax.convert.network import NetworkBundle, save_network
+from toonjax.convert.network import NetworkBundle, check_replaceable, save_network
 from toonjax.errors import ConvertError
 from toonjax.nets.stylegan2 import flatten_names
 from toonjax.tools.generate import GenerateError, _save_png, image_grid, to_uint8
@@ -210,7 +210,12 @@ def write_blend(
     mapping: str = "toon",
     overwrite: bool = False,
 ) -> Path:
-    """`blend_networks` then `save_network(out)`."""
+    """`blend_networks` then `save_network(out)`.
+
+    OUT is checked first (`check_replaceable`: `overwrite` replaces only a toonjax network
+    directory), so a refusal comes before the networks are read and blended.
+    """
+    check_replaceable(Path(out).expanduser().absolute(), overwrite)
     return save_network(out, blend_networks(base, toon, swap_res, width, mapping), overwrite)
 
 

@@ -142,7 +142,7 @@ class ReadBudget:
         self.bytes = 0
         self.objects = 0
         self.work = 0
-        self.deepest = 0  # deepest walk visit or tuple seen (for measuring real files)
+        self.deepest = 0  # deepest nesting seen, scan or walks (for measuring real files)
 
     def add_file(self, nbytes: int) -> None:
         """Sizes the byte limit: the largest file (or archive) this read covers."""
@@ -237,7 +237,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     """`pickle.Unpickler` that resolves globals only through `allowed` (never by importing).
 
     `allowed` maps `(module, name)` to the stub returned for it. `persistent_load`, when given,
-    handles persistent ids (torch storages); otherwise any persistent id is refused.
+    handles persistent ids (torch storages); otherwise any persistent id is refused. `file`
+    must be seekable: `load` scans the pickle (`scan_pickle`) before unpickling it.
     """
 
     def __init__(
@@ -374,10 +375,14 @@ def scan_pickle(file: io.BytesIO, budget: ReadBudget) -> None:
     (hours of hashing) or one nested a million deep (hashing it overflows the C stack and
     kills the process). Here every node's weight is its size counting shared references each
     time, containers grow as items are added, and each opcode pays the weight of what it
-    consumes, so `budget.work` bounds the unpickler's hashing and copying. Tuples also carry
-    their nesting depth. Lists and dicts nested deeply are harmless while unpickling (the
-    walks afterwards bound their depth). Damaged pickles raise what the unpickler would
-    (EOFError when truncated, UnpicklingError otherwise).
+    consumes, so `budget.work` bounds the unpickler's hashing and copying. Containers also
+    carry their nesting depth, limited to MAX_DEPTH (deep tuples crash the hash; deep lists
+    would end in a RecursionError later; no checkpoint nests beyond a few levels). A
+    container filled after it was added to others is under-weighted here: the walks over the
+    loaded data count those (`to_plain`, `materialize`). Damaged pickles raise what the
+    unpickler would (EOFError when truncated, UnpicklingError otherwise).
+
+    `file` must be seekable: `RestrictedUnpickler.load` rewinds it after the scan.
     """
     stack: list[_Node] = []
     marks: list[int] = []

@@ -819,8 +819,10 @@ def save_network(dest: str | os.PathLike, bundle: NetworkBundle, overwrite: bool
 # ------------------------------------------------------------------------------------------------
 # What `--overwrite` may replace.
 
-# What toonjax puts at the top of a network directory (`best.json`: training's best/ snapshot).
+# What toonjax puts at the top of a network directory (`best.json`: training's best/ snapshot;
+# orbax writes `state` as `state.orbax-checkpoint-tmp*` first, left behind if killed).
 _OWN_ENTRIES = frozenset({NETWORK_JSON, STATE_DIR, "best.json"})
+_OWN_PREFIX = f"{STATE_DIR}.orbax-checkpoint-tmp"
 # Temporary and set-aside siblings: `.DEST.tmp-PID-XXXXXXXX`, `.DEST.old-PID-XXXXXXXX`.
 _SIBLING = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}")
 
@@ -908,9 +910,10 @@ def clean_stale_siblings(dest: str | os.PathLike) -> list[Path]:
         if sib.is_symlink() or not sib.is_dir():
             continue
         try:
-            if not {e.name for e in sib.iterdir()} <= _OWN_ENTRIES:
-                continue
+            names = [e.name for e in sib.iterdir()]
         except OSError:
+            continue
+        if any(n not in _OWN_ENTRIES and not n.startswith(_OWN_PREFIX) for n in names):
             continue
         shutil.rmtree(sib, ignore_errors=True)
         removed.append(sib)

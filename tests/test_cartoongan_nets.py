@@ -32,6 +32,7 @@ import pytest
 from toonjax import cli
 from toonjax.convert import resnet as cres
 from toonjax.convert import vgg as cv
+from toonjax.convert.cartoongan import authors_param_name
 from toonjax.errors import ConvertError
 from toonjax.nets import resnet, vgg
 from toonjax.nets.stylegan2 import flatten_names, unflatten_names
@@ -212,26 +213,6 @@ def test_param_counts_match_torch(affine):
         assert sum(p.numel() for p in torch_discriminator().parameters()) == 1_129_665
 
 
-def _authors_name(name: str) -> str:
-    """A Transformer state-dict name -> the Translator param name (fixture mapping only; the
-    converter for the published files is another issue)."""
-    module, leaf = name.rsplit(".", 1)
-    leaf = "bias" if leaf == "shift" else leaf
-    fixed = {
-        "conv01_1": "stem_conv", "in01_1": "stem_norm",
-        "conv02_1": "down0_conv0", "conv02_2": "down0_conv1", "in02_1": "down0_norm",
-        "conv03_1": "down1_conv0", "conv03_2": "down1_conv1", "in03_1": "down1_norm",
-        "deconv01_1": "up0_deconv", "deconv01_2": "up0_conv", "in12_1": "up0_norm",
-        "deconv02_1": "up1_deconv", "deconv02_2": "up1_conv", "in13_1": "up1_norm",
-        "deconv03_1": "out_conv",
-    }  # fmt: skip
-    if module in fixed:
-        return f"{fixed[module]}.{leaf}"
-    m = re.fullmatch(r"(conv|in)(\d\d)_([12])", module)  # residual blocks: conv04_1 ... in11_2
-    kind = "conv" if m.group(1) == "conv" else "norm"
-    return f"res{int(m.group(2)) - 4}_{kind}{int(m.group(3)) - 1}.{leaf}"
-
-
 def test_translator_matches_cartoongan_authors_generator():
     # The cartoongan fixture's recipe.py (a module name the feature_nets recipe also has).
     spec = importlib.util.spec_from_file_location("cartoongan_recipe", CG / "recipe.py")
@@ -239,7 +220,7 @@ def test_translator_matches_cartoongan_authors_generator():
     spec.loader.exec_module(cg_recipe)
     meta = json.loads((CG / "cartoongan_transformer_8100.json").read_text())
     sd = cg_recipe.state_dict(meta["seed"], meta["state_dict"])
-    params = unflatten_names({_authors_name(k): v for k, v in sd.items()})
+    params = unflatten_names({authors_param_name(k): v for k, v in sd.items()})
     G = Translator(norm="instance", norm_eps=1e-9, padding="reflect")
     want_shapes = flatten_names(
         jax.eval_shape(G.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))

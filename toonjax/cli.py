@@ -17,6 +17,8 @@
         [--steps 1000] --outdir OUT
     toonjax metrics --network NET --data DATASET --metrics fid50k_full,kid50k_full --features F
     toonjax fid PATH_A PATH_B --features F      (folders, zips or packed datasets)
+    toonjax convert-cartoongan Hayao_net_G_float.pth DEST   (CartoonGAN authors' generator)
+    toonjax cartoonize --network NET INPUT OUTPUT [--compare] [--load-size N] [--batch B]
 
 Errors a user can fix (`toonjax.errors.ToonjaxError`) are printed as one line and exit 2.
 """
@@ -329,6 +331,71 @@ def _add_metrics_parsers(sub) -> None:
     p.set_defaults(func=_cmd_fid)
 
 
+def _cmd_convert_cartoongan(args: argparse.Namespace) -> None:
+    from toonjax.convert import cartoongan
+
+    bundle = cartoongan.convert_authors(args.src)
+    dest = cartoongan.save_translator(args.dest, bundle, overwrite=args.overwrite)
+    print(f"converted {args.src} (CartoonGAN authors' generator) to {dest}")
+
+
+def _cmd_cartoonize(args: argparse.Namespace) -> None:
+    from toonjax.tools import cartoonize
+
+    summary = cartoonize.cartoonize_files(
+        args.network,
+        args.input,
+        args.output,
+        compare=args.compare,
+        load_size=args.load_size,
+        batch=args.batch,
+        size_mode=args.size_mode,
+        overwrite=args.overwrite,
+        precision=args.precision,
+    )
+    print(summary.line())
+
+
+def _add_cartoonize_parser(sub) -> None:
+    p = sub.add_parser(
+        "convert-cartoongan",
+        help="convert a CartoonGAN authors' <Style>_net_G_float.pth into a translator directory",
+    )
+    p.add_argument("src", help="Hayao|Hosoda|Paprika|Shinkai_net_G_float.pth (legacy or zip)")
+    p.add_argument("dest", help="output directory (orbax checkpoint + network.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace DEST if toonjax wrote it")
+    p.set_defaults(func=_cmd_convert_cartoongan)
+
+    p = sub.add_parser("cartoonize", help="photos -> cartoons with a CartoonGAN translator")
+    p.add_argument(
+        "--network",
+        required=True,
+        help="authors' <Style>_net_G_float.pth, a convert-cartoongan directory, or a "
+        "CartoonGAN training workdir",
+    )
+    p.add_argument("input", help="an image, a folder of images or a zip")
+    p.add_argument("output", help="output folder: NAME.png per image (NAME_compare.png too)")
+    p.add_argument("--compare", action="store_true", help="also write input | cartoon sheets")
+    p.add_argument(
+        "--load-size",
+        type=int,
+        default=None,
+        help="resize the long side to N as the authors' test script does (default: the "
+        "network's convention, 450 for the authors' files, none for trained runs; 0: keep)",
+    )
+    p.add_argument("--batch", type=int, default=8, help="images per network call (default 8)")
+    p.add_argument(
+        "--size-mode",
+        choices=["reference", "bucket"],
+        default=None,
+        help="reference: each size as PyTorch runs it (the authors' picture); bucket: pad by "
+        "reflection to bucket sizes (fewer compilations). Default: the network's convention",
+    )
+    p.add_argument("--precision", choices=["highest", "default"], default="highest")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=_cmd_cartoonize)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toonjax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -380,6 +447,7 @@ def _build_parser() -> argparse.ArgumentParser:
     toonify_cli.add_parsers(sub)
     _add_metrics_parsers(sub)
     _add_project_parser(sub)
+    _add_cartoonize_parser(sub)
     return parser
 
 

@@ -596,3 +596,26 @@ def test_fixtures_stay_far_below_the_limits():
         assert budget.objects * 100 < safe_pickle.MAX_OBJECTS, (path, budget.objects)
         assert budget.deepest * 10 < safe_pickle.MAX_DEPTH, (path, budget.deepest)
         assert budget.bytes < 3 * path.stat().st_size, (path, budget.bytes)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # OrderedDict([["a", 1]]): items as an argument (writers pass none, then SETITEMS)
+        PROTO2 + glob("collections", "OrderedDict") + b"(](](" + s("a") + n(1) + b"eetR.",
+        # EasyDict([["a", 1]]) by REDUCE (writers use NEWOBJ + SETITEMS)
+        PROTO2 + glob("dnnlib.util", "EasyDict") + b"(](](" + s("a") + n(1) + b"eetR.",
+    ],
+    ids=["OrderedDict", "EasyDict"],
+)
+def test_dict_stubs_refuse_items_as_arguments(data, tmp_path):
+    """A memoised list of items passed again and again would be re-hashed at every call, work
+    the opcode scan cannot see; no writer passes items that way."""
+    from toonjax.convert import load_nvlabs_pickle
+
+    path = tmp_path / "args.pkl"
+    path.write_bytes(data)
+    with pytest.raises(
+        ConvertError, match=r"args\.pkl: refusing to load: .* called with arguments"
+    ):
+        load_nvlabs_pickle(path)

@@ -132,6 +132,13 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
 class EasyDictStub(dict, metaclass=SealedType):
     """Stand-in for `dnnlib.util.EasyDict` (a dict; pickled as NEWOBJ + SETITEMS)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Only a REDUCE calls this (NEWOBJ does not): items passed here would be iterated and
+        # hashed again at every call of the same memoised list, unseen by the opcode scan.
+        if args or kwargs:
+            raise FormatProblem("dnnlib.EasyDict is called with arguments", refuse=True)
+        super().__init__()
+
 
 class TFNetworkStub(metaclass=SealedType):
     """Stand-in for `dnnlib.tflib.network.Network`: keeps the pickled state dict."""

@@ -867,11 +867,20 @@ def _rebuild_parameter(
     return data
 
 
+def _ordered_dict(*args: Any) -> OrderedDict:
+    """Stub of `collections.OrderedDict` as pickles call it: with no arguments (the items
+    follow as SETITEMS). Items passed as an argument would be iterated and hashed again at
+    every call of the same memoised list, work the pre-unpickling scan does not see."""
+    if args:
+        raise FormatProblem("collections.OrderedDict is called with arguments", refuse=True)
+    return OrderedDict()
+
+
 TORCH_TENSOR_GLOBALS: dict[GlobalName, Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): Stub(_rebuild_tensor_v2),
     ("torch._utils", "_rebuild_tensor"): Stub(_rebuild_tensor),
     ("torch._utils", "_rebuild_parameter"): Stub(_rebuild_parameter),
-    ("collections", "OrderedDict"): OrderedDict,
+    ("collections", "OrderedDict"): Stub(_ordered_dict),
 }
 
 

@@ -18,24 +18,9 @@ import os
 from pathlib import Path
 
 import cv2
-import numpy as np
 
+from toonjax.data.toon_domain import restyle
 from toonjax.data.toyfaces import draw_face
-
-
-def restyle(img: np.ndarray, hue: float = 60.0, levels: int = 3) -> np.ndarray:
-    """RGB uint8 -> posterised, hue-turned RGB with dark outlines (same size)."""
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(hue / 2)) % 180).astype(np.uint8)
-    out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
-    step = 255.0 / (levels - 1)
-    out = np.round(out / step) * step
-    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    edges = cv2.Canny(grey, 60, 140)
-    k = max(1, img.shape[0] // 64)
-    edges = cv2.dilate(edges, np.ones((k + 1, k + 1), np.uint8))
-    out[edges > 0] = 20.0
-    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def main() -> None:

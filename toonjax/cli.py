@@ -3,6 +3,8 @@
     toonjax train --config configs/dcgan.py:toyfaces --workdir runs/dcgan [--config.x=v]
     toonjax dataset toyfaces DEST [--n 5000] [--resolution 64] [--seed 0]
     toonjax dataset pack SRC DEST --resolution 256 [--transform center-crop] [--labels folders]
+    toonjax dataset pack-unpaired PHOTOS CARTOONS DEST --resolution 256 [--val-photos 16]
+    toonjax dataset toyphotos-cartoons DEST [--n 2000] [--resolution 64]   (CartoonGAN data)
     toonjax faces extract SRC OUT --detector yolo:FILE.onnx|cascade:FILE.xml [--conf 0.7] ...
     toonjax convert SRC DEST            (NVlabs .pkl, TF .pkl or rosinality .pt -> DEST/)
     toonjax generate --network NET --seeds 0-7 [--trunc 0.7] [--class I] --outdir OUT
@@ -56,6 +58,78 @@ def _cmd_dataset_pack(args: argparse.Namespace) -> None:
         verbose=True,
         keep_list=args.keep_list,
     )
+
+
+def _cmd_dataset_pack_unpaired(args: argparse.Namespace) -> None:
+    from toonjax.data import edges, unpaired
+
+    low, _, high = args.canny.partition(",")
+    try:
+        params = edges.SmoothingParams(int(low), int(high or low), args.dilate, args.blur)
+        params.check()
+    except ValueError as e:
+        raise unpaired.DatasetError(f"--canny/--dilate/--blur: {e}") from None
+    unpaired.pack_unpaired(
+        args.photos,
+        args.cartoons,
+        args.dest,
+        resolution=args.resolution,
+        transform=args.transform,
+        resize_filter=args.resize_filter,
+        val_photos=args.val_photos,
+        params=params,
+        overwrite=args.overwrite,
+        verbose=True,
+    )
+
+
+def _cmd_dataset_toy_unpaired(args: argparse.Namespace) -> None:
+    from toonjax.data import unpaired
+
+    meta = unpaired.write_toy_unpaired(
+        args.dest, n=args.n, resolution=args.resolution, n_val=args.val, overwrite=args.overwrite
+    )
+    print(
+        f"wrote {meta.photos} toy photos (+{meta.val} held out) and {meta.cartoons} toy cartoons "
+        f"(+ edge-smoothed) at {meta.resolution}x{meta.resolution} to {args.dest}"
+    )
+
+
+def _add_unpaired_parsers(ds) -> None:
+    """`dataset pack-unpaired` and `dataset toyphotos-cartoons` (CartoonGAN's data)."""
+    p = ds.add_parser(
+        "pack-unpaired",
+        help="pack a photo folder and a cartoon folder (+ edge-smoothed cartoons) for CartoonGAN",
+    )
+    p.add_argument("photos", help="folder or zip of photos")
+    p.add_argument("cartoons", help="folder or zip of cartoons")
+    p.add_argument("dest", help="output dataset directory (photos/, cartoons/, smooth/, val/)")
+    p.add_argument("--resolution", type=int, required=True, help="output side, power of two")
+    p.add_argument(
+        "--transform",
+        choices=["none", "center-crop", "center-crop-wide"],
+        default="none",
+        help="none: images must already be square; center-crop: largest centred square",
+    )
+    p.add_argument("--resize-filter", choices=["lanczos", "box", "area"], default="lanczos")
+    p.add_argument(
+        "--val-photos", type=int, default=0, help="hold out the first N photos for validation"
+    )
+    p.add_argument("--canny", default="100,200", help="Canny thresholds LOW,HIGH (100,200)")
+    p.add_argument("--dilate", type=int, default=5, help="edge dilation kernel side (5)")
+    p.add_argument("--blur", choices=["gaussian", "mean"], default="gaussian")
+    p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    p.set_defaults(func=_cmd_dataset_pack_unpaired)
+
+    p = ds.add_parser(
+        "toyphotos-cartoons", help="write the built-in unpaired toy photos and toy cartoons"
+    )
+    p.add_argument("dest", help="output dataset directory")
+    p.add_argument("--n", type=int, default=2000, help="photos, and as many cartoons (2000)")
+    p.add_argument("--val", type=int, default=32, help="held-out photos (32)")
+    p.add_argument("--resolution", type=int, default=64, help="power of two, 16-256")
+    p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    p.set_defaults(func=_cmd_dataset_toy_unpaired)
 
 
 def _cmd_faces_extract(args: argparse.Namespace) -> None:
@@ -442,6 +516,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     p.set_defaults(func=_cmd_dataset_pack)
+    _add_unpaired_parsers(ds)
     _add_faces_parser(sub)
     _add_network_parsers(sub)
     toonify_cli.add_parsers(sub)

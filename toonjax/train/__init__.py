@@ -6,7 +6,11 @@ import ml_collections
 
 from toonjax.errors import ConfigError
 
-TRAINERS = {"dcgan": "toonjax.train.dcgan", "stylegan2_ada": "toonjax.train.stylegan2"}
+TRAINERS = {
+    "dcgan": "toonjax.train.dcgan",
+    "stylegan2_ada": "toonjax.train.stylegan2",
+    "cartoongan": "toonjax.train.cartoongan",
+}
 
 
 # Fields that must be positive (> 0) when a config has them, and those that may be 0. Checked
@@ -15,7 +19,8 @@ _POSITIVE_INT = ("batch_size", "log_every", "sample_every", "checkpoint_every", 
                  "batch_gpu", "kimg_per_tick", "image_snapshot_ticks", "network_snapshot_ticks",
                  "num_samples")  # fmt: skip
 _POSITIVE = ("total_kimg",)
-_NON_NEGATIVE = ("total_steps", "epochs", "num_devices", "evaluate_every", "metric_ticks")
+_NON_NEGATIVE = ("total_steps", "epochs", "num_devices", "evaluate_every", "metric_ticks",
+                 "init_epochs", "init_steps", "adv_steps")  # fmt: skip
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

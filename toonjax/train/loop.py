@@ -9,10 +9,17 @@ Evaluation (optional): a trainer passes `evaluate(state, step) -> {name: value}`
 `config.evaluate_every` steps (0: never) and at the last step, after a checkpoint of that step
 is written (so each value belongs to a snapshot in WORKDIR/checkpoints/STEP), and the values are
 logged as scalars `metric/NAME` (metrics.jsonl, TensorBoard). Its time is left out of img/s.
+
+Data: by default one packed dataset (`config.data.path`) through `toonjax.data.loader.Loader`.
+A trainer with another stream (CartoonGAN: photos, cartoons and smoothed cartoons in one batch)
+passes `data=DataSource(...)`; its loader's `get_state()` is saved in each checkpoint and
+restored at a resume exactly as the default loader's. `sample_inputs` (e.g. fixed validation
+photos) replaces the fixed latents the sampler gets by default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -57,6 +64,55 @@ def prepare_data(config: ml_collections.ConfigDict) -> records.Metadata:
     return meta
 
 
+@dataclasses.dataclass
+class DataSource:
+    """A trainer's own data stream for `run` (the default reads `config.data.path`).
+
+    count, resolution, describe: images per epoch, their side, and what the start line says
+      about the data (e.g. "3,200 photos + 3,200 cartoons from data/unpaired").
+    make_loader(sharding): an iterator of global batches (dicts of arrays, put with `sharding`)
+      with `get_state()` (JSON-serialisable), `set_state(state)` and `close()`.
+    reals(): uint8 NHWC images for `samples/reals.png`, written at the start of a fresh run.
+    """
+
+    count: int
+    resolution: int
+    describe: str
+    make_loader: Callable[[jax.sharding.Sharding | None], Any]
+    reals: Callable[[], np.ndarray]
+
+
+def _packed_source(config: ml_collections.ConfigDict, with_labels: bool) -> DataSource:
+    """The default stream: the packed dataset `config.data.path` (built first if asked)."""
+    meta = prepare_data(config)
+
+    def make_loader(sharding):
+        return loader_lib.Loader(
+            config.data.path,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            mirror=config.data.mirror,
+            with_labels=with_labels,
+            workers=config.data.workers,
+            prefetch=config.data.prefetch,
+            sharding=sharding,
+        )
+
+    def reals():
+        first = next(
+            loader_lib.Loader(
+                config.data.path,
+                batch_size=config.batch_size,
+                seed=config.seed,
+                mirror=config.data.mirror,
+            )
+        )
+        return first["image"]
+
+    describe = f"{meta.count} images {meta.resolution}x{meta.resolution} from {config.data.path}"
+    return DataSource(meta.count, meta.resolution, describe, make_loader, reals)
+
+
 def run(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -67,13 +123,15 @@ def run(
     param_counts: dict[str, Callable[[Any], Any]],
     with_labels: bool = False,
     evaluate: Callable[[Any, int], dict[str, float]] | None = None,
+    data: DataSource | None = None,
+    sample_inputs: Any = None,
 ) -> Any:
     workdir_path = Path(workdir).absolute()
     workdir_path.mkdir(parents=True, exist_ok=True)
 
     # ---- data
-    meta = prepare_data(config)
-    steps_total = total_steps(config, meta.count)
+    data = data if data is not None else _packed_source(config, with_labels)
+    steps_total = total_steps(config, data.count)
 
     # ---- mesh
     mesh = common.make_mesh(config.get("num_devices", 0) or None)
@@ -89,16 +147,7 @@ def run(
     # ---- state (fresh or restored) and loader position
     state = jax.device_put(init_state(), repl)
     counts = {k: common.count_params(f(state)) for k, f in param_counts.items()}
-    loader = loader_lib.Loader(
-        config.data.path,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        mirror=config.data.mirror,
-        with_labels=with_labels,
-        workers=config.data.workers,
-        prefetch=config.data.prefetch,
-        sharding=common.batch_sharded(mesh),
-    )
+    loader = data.make_loader(common.batch_sharded(mesh))
     ckpt = common.Checkpointer(workdir_path, keep=config.keep_checkpoints)
     writer = None
     # SIGTERM (preemptible TPU VMs, `kill`, job schedulers) and Ctrl-C stop after the current
@@ -130,26 +179,20 @@ def run(
             print(f"resumed from {ckpt.directory}/{start}")
 
         step_fn, sample_fn = make_steps(mesh)
-        fixed_z = jax.device_put(
-            jax.random.normal(jax.random.key(config.seed + 1), (config.num_samples, z_dim)), repl
-        )
+        if sample_inputs is None:
+            sample_inputs = jax.random.normal(
+                jax.random.key(config.seed + 1), (config.num_samples, z_dim)
+            )
+        fixed_inputs = jax.device_put(sample_inputs, repl)
         print(
-            f"{config.model}: {meta.count} images {meta.resolution}x{meta.resolution} from "
-            f"{config.data.path}; {', '.join(f'{k} {v:,} params' for k, v in counts.items())}; "
+            f"{config.model}: {data.describe}; "
+            f"{', '.join(f'{k} {v:,} params' for k, v in counts.items())}; "
             f"{n_dev} {mesh.devices.flat[0].platform} device(s); batch {config.batch_size}; "
             f"steps {start}->{steps_total}; workdir {workdir_path}"
         )
         if start == 0:
-            first = next(
-                loader_lib.Loader(
-                    config.data.path,
-                    batch_size=config.batch_size,
-                    seed=config.seed,
-                    mirror=config.data.mirror,
-                )
-            )
             common.save_grid(
-                workdir_path / "samples" / "reals.png", first["image"][: config.num_samples]
+                workdir_path / "samples" / "reals.png", data.reals()[: config.num_samples]
             )
 
         writer = common.MetricWriter(workdir_path, steps_total, start, unit="step")
@@ -202,7 +245,7 @@ def run(
                 t_log, step_log = now, step
                 writer.write_scalars(step, scalars)
             if step % config.sample_every == 0 or step == steps_total:
-                imgs = np.asarray(jax.device_get(sample_fn(state, fixed_z)))
+                imgs = np.asarray(jax.device_get(sample_fn(state, fixed_inputs)))
                 grid = common.save_grid(workdir_path / "samples" / f"fakes{step:07d}.png", imgs)
                 common.save_png(workdir_path / "samples" / "latest.png", grid)
                 writer.write_image(step, "fakes", grid)

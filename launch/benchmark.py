@@ -9,6 +9,7 @@ after warm-up), compile seconds and peak memory.
     python launch/benchmark.py --what inception --batch 64 --reference torch  # needs pytorch-fid
     python launch/benchmark.py --what project --batch 1 --steps 3 --reference torch \
         --sg2ada_src /tmp/sg2ada
+    python launch/benchmark.py --what cartoonize --sizes 256,512 --batches 1,8 --reference torch
 """
 
 from absl import app, flags
@@ -22,7 +23,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WHAT = flags.DEFINE_enum(
     "what",
     "train_step",
-    ["train_step", "loader", "g_forward", "inception", "project"],
+    ["train_step", "loader", "g_forward", "inception", "project", "cartoonize"],
     "What to time.",
 )
 _STEPS = flags.DEFINE_integer(
@@ -44,7 +45,8 @@ _REFERENCE = flags.DEFINE_enum(
     None,
     ["torch"],
     "Also time the PyTorch reference in this run (DCGAN train step; NVlabs G for g_forward; "
-    "pytorch-fid's InceptionV3 for inception; the NVlabs projector step for project).",
+    "pytorch-fid's InceptionV3 for inception; the NVlabs projector step for project; the "
+    "CartoonGAN authors' Transformer for cartoonize).",
 )
 _SG2ADA_SRC = flags.DEFINE_string(
     "sg2ada_src",
@@ -52,10 +54,35 @@ _SG2ADA_SRC = flags.DEFINE_string(
     "g_forward --reference torch: local extract of NVlabs/stylegan2-ada-pytorch.",
 )
 _THREADS = flags.DEFINE_integer("torch_threads", None, "Threads for the PyTorch reference.")
+_SIZES = flags.DEFINE_list(
+    "sizes", ["256", "512"], "cartoonize: photo sizes, N (square) or HxW, e.g. 256,720x1280."
+)
+_BATCHES = flags.DEFINE_list("batches", ["1", "8"], "cartoonize: batch sizes.")
+
+
+def _cartoonize() -> None:
+    """Every size x batch, small to large (the peak RSS is the process's so far)."""
+    ref = None
+    if _REFERENCE.value == "torch":
+        import cartoongan_torch  # launch/, beside this file
+
+        def ref(images, state_dict):
+            return cartoongan_torch.script_batch(images, state_dict, _THREADS.value)
+
+    for text in _SIZES.value:
+        h, _, w = text.lower().partition("x")
+        for batch in _BATCHES.value:
+            r = benchmark.bench_cartoonize(
+                (int(h), int(w or h)), int(batch), steps=_STEPS.value or 3, reference=ref
+            )
+            print(r.line(), flush=True)
 
 
 def main(argv):
     del argv
+    if _WHAT.value == "cartoonize":  # needs no config
+        _cartoonize()
+        return
     if _WHAT.value == "inception":  # needs no config
         ref = None
         if _REFERENCE.value == "torch":

@@ -19,15 +19,15 @@ torch` can compare toonjax against it on the same inputs in the same process.
   8-bit conversion) around one forward pass. The script feeds the image at its own size, so
   the output of a size that is not a multiple of 4 is larger than the input (see
   `toonjax.convert.cartoongan`).
-* `bench(...)`: batch forward timing for the benchmark.
+* `script_batch(images, state_dict)`: the same on a batch, as the reference of
+  `launch/benchmark.py --what cartoonize --reference torch`.
 
 Needs torch (the `test` extra); torchvision is not needed.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -125,48 +125,37 @@ def script_input(path, load_size: int | None = 450) -> np.ndarray:
 def script_forward(model: Transformer, rgb: np.ndarray) -> np.ndarray:
     """test.py around one forward pass: RGB uint8 [H, W, 3] -> RGB uint8 [H', W', 3], where
     H', W' are H, W rounded up to multiples of 4 (what the model returns for other sizes)."""
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    x = torch.from_numpy(bgr).permute(2, 0, 1)[None].float() / 255  # transforms.ToTensor
+    return script_batch_forward(model, rgb[None])[0]
+
+
+def script_batch_forward(model: Transformer, rgb: np.ndarray) -> np.ndarray:
+    """`script_forward` on a batch [N, H, W, 3] (test.py runs one image at a time; its
+    operations are per image, so a batch gives the same pictures)."""
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    x = torch.from_numpy(bgr).permute(0, 3, 1, 2).float() / 255  # transforms.ToTensor
     x = -1 + 2 * x
     with torch.no_grad():
-        y = model(x)[0]
-    y = y[[2, 1, 0]] * 0.5 + 0.5  # BGR -> RGB, [-1, 1] -> [0, 1]
+        y = model(x)
+    y = y[:, [2, 1, 0]] * 0.5 + 0.5  # BGR -> RGB, [-1, 1] -> [0, 1]
     # torchvision's save_image: * 255, + 0.5, clamp, truncate to uint8 (round to nearest).
-    return y.mul(255).add(0.5).clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    return y.mul(255).add(0.5).clamp(0, 255).permute(0, 2, 3, 1).to(torch.uint8).numpy()
 
 
-def bench(
-    resolution: int,
-    batch: int,
-    steps: int,
-    warmup: int = 1,
-    threads: int | None = None,
-    base: int = 64,
-    seed: int = 0,
-):
-    """(one-batch forward callable, description) for `toonjax.tools.benchmark`: the
-    Transformer in eval mode under `torch.no_grad`, on a [batch, 3, res, res] input."""
-    del steps, warmup  # the harness decides how often it calls the step
+def script_batch(
+    images: np.ndarray, state_dict: dict[str, np.ndarray], threads: int | None = None
+) -> Callable[[], None]:
+    """For `toonjax.tools.benchmark.bench_cartoonize`: a zero-argument callable running
+    `script_batch_forward` on `images` (uint8 [N, H, W, 3]) once, with the Transformer of
+    `state_dict` (its width read from `conv01_1.weight`), eval mode, no autograd."""
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model = Transformer(base).eval()
-    x = torch.rand(batch, 3, resolution, resolution) * 2 - 1
+    model = load_state_dict(Transformer(int(state_dict["conv01_1.weight"].shape[0])), state_dict)
 
     def step() -> None:
-        with torch.no_grad():
-            model(x)
+        script_batch_forward(model, images)
 
-    return step, f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def time_steps(step, steps: int, warmup: int = 1) -> float:
-    """Median seconds of `steps` calls after `warmup` calls."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    step.name = (
+        f"the authors' Transformer in PyTorch {torch.__version__} (launch/cartoongan_torch.py), "
+        f"{torch.get_num_threads()} threads"
+    )
+    return step

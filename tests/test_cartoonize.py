@@ -12,6 +12,7 @@ Compilations are few and small (one per network and shape; the full-width networ
 
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -242,10 +243,11 @@ def test_translator_directory_and_overwrite_rules(small, tmp_path, capsys):
     np.testing.assert_array_equal(np.stack(from_dir), np.stack(from_pth))
 
 
-def test_training_workdir_network(small, monkeypatch, tmp_path):
-    """A CartoonGAN training run (through `toonjax.train.cartoongan.load_generator`, replaced
-    here by one returning the small network): RGB, not resized, bucket sizes."""
-    import toonjax.train.cartoongan as trainer
+def test_training_workdir_network(small, monkeypatch, tmp_path, capsys):
+    """A CartoonGAN training run, through `toonjax.train.cartoongan.load_generator` (a stand-in
+    module returning the small network here): RGB, not resized, bucket sizes. Without that
+    function the error is one line."""
+    import types
 
     sd, path = small
     bundle = cartoongan.convert_authors(path)
@@ -255,11 +257,16 @@ def test_training_workdir_network(small, monkeypatch, tmp_path):
         seen.append(Path(workdir))
         return bundle.module(), bundle.variables(), {"step": 7}
 
-    monkeypatch.setattr(trainer, "load_generator", fake_load_generator)
+    trainer = types.ModuleType("toonjax.train.cartoongan")
+    monkeypatch.setitem(sys.modules, "toonjax.train.cartoongan", trainer)
+    img = save_png(tmp_path / "x.png", photo(30, 45, 8))
+    one_line_error(
+        capsys, ["cartoonize", "--network", tmp_path, img, tmp_path / "o"], "load_generator"
+    )
+    trainer.load_generator = fake_load_generator
     run = tmp_path / "run"
     run.mkdir()
-    img = photo(30, 45, 8)
-    src = save_png(tmp_path / "x.png", img)
+    src, img = img, photo(30, 45, 8)
     summary = cz.cartoonize_files(run, src, tmp_path / "out", log=None)
     assert seen == [run.absolute()] and "step 7" in summary.network
     assert summary.size_mode == "bucket" and summary.load_size is None
@@ -269,6 +276,17 @@ def test_training_workdir_network(small, monkeypatch, tmp_path):
     padded = np.pad(img, ((0, 2), (0, 19), (0, 0)), mode="reflect")
     want = ct.script_forward(torch_model(sd, 8), padded[..., ::-1])[..., ::-1][:30, :45]
     assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_cartoonize_benchmark_times_the_reference_alternately():
+    from toonjax.tools import benchmark
+
+    r = benchmark.bench_cartoonize(
+        (37, 53), batch=2, steps=2, warmup=1, reference=ct.script_batch, base_channels=8
+    )
+    assert r.what == "cartoonize" and r.batch_size == 2 and r.img_per_s > 0
+    assert r.compile_s > 0 and len(r.reference["times_s"]) == 2
+    assert "authors' Transformer in PyTorch" in r.line() and "toonjax / reference" in r.line()
 
 
 # ------------------------------------------------------------------------------------------------

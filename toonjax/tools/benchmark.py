@@ -5,7 +5,9 @@ of timed steps after warm-up, each step awaited with `block_until_ready`), the c
 peak memory. `--what loader` times the grain loader alone on the same dataset and batch size.
 `--what g_forward` times a StyleGAN2 config's `G_ema(z, c, truncation_psi=1, noise_mode='const')`,
 optionally alternating with a reference implementation in the same process; so can `--what
-inception` (FID feature extraction) with pytorch-fid's InceptionV3 as the reference.
+inception` (FID feature extraction) with pytorch-fid's InceptionV3 as the reference, and `--what
+cartoonize` (`toonjax cartoonize`'s network call) with the CartoonGAN authors' Transformer in
+PyTorch (`launch/cartoongan_torch.py`).
 """
 
 from __future__ import annotations
@@ -571,4 +573,97 @@ def bench_sg2_train(
         batch,
         note=note,
         reference=ref,
+    )
+
+
+def random_authors_state_dict(base_channels: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    """A CartoonGAN authors' generator state dict (published names and shapes) with random
+    weights: convolutions N(0, 1 / fan_in), biases 0, instance norms scale 1 and shift 0 (so
+    activations stay O(1) and neither side meets denormals). The speed does not depend on the
+    values; toonjax and the reference get the same ones."""
+    from toonjax.convert import cartoongan
+
+    rng = np.random.RandomState(seed)
+    out = {}
+    for name, shape in cartoongan.authors_shapes(base_channels).items():
+        if name.endswith(".weight"):
+            transposed = name in ("deconv01_1.weight", "deconv02_1.weight")  # [in, out, k, k]
+            fan_in = (shape[0] if transposed else shape[1]) * shape[2] * shape[3]
+            value = rng.randn(*shape) / np.sqrt(fan_in)
+        else:
+            value = np.full(shape, 1.0 if name.endswith(".scale") else 0.0)
+        out[name] = value.astype(np.float32)
+    return out
+
+
+def bench_cartoonize(
+    size: tuple[int, int] = (256, 256),
+    batch: int = 1,
+    steps: int = 3,
+    warmup: int = 1,
+    reference: Callable[[np.ndarray, dict], Callable[[], None]] | None = None,
+    base_channels: int = 64,
+) -> Result:
+    """Times `toonjax cartoonize`'s network call on `batch` photos of `size` (H, W): the
+    jitted uint8 -> uint8 program of an authors' CartoonGAN generator at the published widths
+    (BGR, [-1, 1], the network at the image's own size, save_image's rounding), host arrays in
+    and out, float32 'highest'. Decoding, resizing and PNG writing are not timed.
+    `base_channels` narrows the network (tests).
+
+    `reference(images, state_dict)`, when given, returns a zero-argument callable that runs the
+    reference once on the same uint8 batch with the same weights; it is timed alternately with
+    toonjax, as in `bench_g_forward`. The peak host RSS is read before the reference is built
+    (it is the process's peak so far: run sizes from small to large).
+    """
+    from toonjax.convert import cartoongan
+    from toonjax.tools import cartoonize
+
+    sd = random_authors_state_dict(base_channels)
+    kwargs, params = cartoongan.translator_from_state_dict(sd, "random weights")
+    bundle = cartoongan.TranslatorBundle(
+        "random weights", cartoongan.FORMAT, kwargs, params, cartoongan.AUTHORS_CONVENTIONS
+    )
+    net = cartoonize.CartoonNetwork(
+        bundle.module(), bundle.variables(), bundle.conventions, bundle.source, bundle.source
+    )
+    c = cartoonize.Cartoonizer(net, batch=batch)
+    h, w = size
+    images = np.random.RandomState(1).randint(0, 256, (batch, h, w, 3)).astype(np.uint8)
+    with jax.default_matmul_precision(c.precision):
+        t = time.perf_counter()
+        compiled = c.program.lower(net.variables, jnp.asarray(images)).compile()
+        compile_s = time.perf_counter() - t
+
+    def step():
+        np.asarray(compiled(net.variables, jnp.asarray(images)))
+
+    for _ in range(warmup):
+        step()
+    peak_host = _peak_host_mb()
+    ref_step = None
+    if reference is not None:
+        ref_step = reference(images, sd)
+        for _ in range(warmup):
+            ref_step()
+    times, ref_times = [], []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+        if ref_step is not None:
+            t = time.perf_counter()
+            ref_step()
+            ref_times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    return Result(
+        "cartoonize",
+        batch / med,
+        med * 1e3,
+        compile_s,
+        peak_host if reference is not None else _peak_host_mb(),
+        _peak_device_mb(),
+        _device_name(),
+        batch,
+        note=f"authors' CartoonGAN generator, {h}x{w} uint8 -> uint8, float32 highest",
+        reference=_reference_result(ref_step, batch, ref_times),
     )

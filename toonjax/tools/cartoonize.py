@@ -28,7 +28,10 @@ size. `bucket` (`--size-mode bucket`, the default for toonjax-trained networks):
 padded by reflection, at its bottom and right, to a bucket size and cropped back, so a folder of
 varied sizes compiles a few programs: per side the next multiple of 32 up to 256, of 64 up to
 512, of 128 up to 1024, then of 256 (`bucket_side`). Instance normalisation then also sees the
-padding, so a bucket's picture differs slightly from the reference one near its borders.
+padding, so a bucket's picture is not the reference one. That is why the authors' networks run
+in reference mode: even padding a 450x446 photo by reflection to 452x448 and cropping back
+(what `Translator`'s multiple-of-4 rule would need) moved a third of the pixels of the fixture
+weights' cartoon by more than one 8-bit level (up to 137) against the script's.
 Batches are the `--batch` size or, for the rest of a group, the next power of two (the missing
 images are repeats, so few batch shapes compile); every network call is one jitted uint8 ->
 uint8 program (channel order, scaling, network, rounding).
@@ -68,6 +71,10 @@ from toonjax.nets.translator import Conv, ConvTranspose, Translator, make_norm
 
 SIZE_MODES = ("reference", "bucket")
 MIN_SIDE = 8  # the network's reflection pads need >= 2 pixels at a quarter of the size
+# Decoded images waiting for a full batch of their size; past this a partial batch runs.
+PENDING_BYTES = 256 << 20
+# More compiled shapes than this in reference mode: the summary suggests bucket mode.
+MANY_SHAPES = 8
 EXPECTED_NETWORK = (
     "a CartoonGAN authors' <Style>_net_G_float.pth, a directory from `toonjax "
     "convert-cartoongan`, or a CartoonGAN training workdir"
@@ -221,6 +228,13 @@ class Cartoonizer:
         self.shapes: set[tuple[int, int, int]] = set()
         self._run = _program(module, net.conventions.channel_order == "bgr", is_translator)
 
+    @property
+    def program(self) -> Callable:
+        """The jitted uint8 [B, H, W, 3] -> uint8 program, `program(variables, images)`; call
+        it under `jax.default_matmul_precision(self.precision)`. H and W must be sizes the
+        size mode runs at (`key`)."""
+        return self._run
+
     def key(self, shape: tuple[int, ...]) -> tuple[int, int]:
         """The (H, W) images of `shape` run at."""
         h, w = shape[:2]
@@ -333,9 +347,12 @@ class Summary:
         shapes = ", ".join(f"{b}x{h}x{w}" for b, h, w in self.shapes)
         sheets = f" and {len(self.sheets)} comparison sheets" if self.sheets else ""
         skipped = f"; skipped {len(self.skipped)} files (see the warnings)" if self.skipped else ""
+        hint = ""
+        if self.size_mode == "reference" and len(self.shapes) > MANY_SHAPES:
+            hint = " (many sizes: --size-mode bucket compiles fewer, --load-size N unifies them)"
         return (
             f"wrote {len(self.written)} cartoons{sheets} in {self.seconds:.1f} s; compiled "
-            f"{len(self.shapes)} shapes (batch x H x W: {shapes}){skipped}"
+            f"{len(self.shapes)} shapes (batch x H x W: {shapes}){skipped}{hint}"
         )
 
 
@@ -523,6 +540,8 @@ def cartoonize_files(
             pending.setdefault(key, []).append((item, img))
             if len(pending[key]) == batch:
                 flush(key)
+            elif sum(i.nbytes for g in pending.values() for _, i in g) > PENDING_BYTES:
+                flush(max(pending, key=lambda k: len(pending[k])))  # many sizes: bound memory
         for key in list(pending):
             flush(key)
     finally:

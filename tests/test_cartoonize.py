@@ -229,6 +229,10 @@ def test_translator_directory_and_overwrite_rules(small, tmp_path, capsys):
     assert cli.main(["convert-cartoongan", str(path), str(dest)]) == 0
     meta = json.loads((dest / "network.json").read_text())
     assert meta["kind"] == "translator" and meta["conventions"]["channel_order"] == "bgr"
+    # The StyleGAN2 tools refuse it in one line.
+    one_line_error(
+        capsys, ["generate", "--network", dest, "--seeds", 0, "--outdir", tmp_path / "g"]
+    )
     one_line_error(capsys, ["convert-cartoongan", path, dest], "already exists", "--overwrite")
     assert cli.main(["convert-cartoongan", str(path), str(dest), "--overwrite"]) == 0
     user = tmp_path / "my_photos"

@@ -88,6 +88,9 @@ LOAD_SIZE = 450  # test.py's --load_size default
 NUM_RES_BLOCKS = 8  # conv04_* .. conv11_*
 FORMAT = "cartoongan-authors"
 KIND = "translator"  # network.json's `kind` for a translator directory
+# Not the StyleGAN2 directories' integer: `toonjax generate` & co. (`network.load_network`) then
+# stop at once with one line ("unknown format_version translator-1").
+FORMAT_VERSION = "translator-1"
 EXPECTED = (
     "a CartoonGAN generator state dict of Yijunmaverick/CartoonGAN-Test-Pytorch-Torch "
     "(<Style>_net_G_float.pth: conv01_1.weight, in01_1.scale, ..., deconv03_1.bias)"
@@ -304,10 +307,8 @@ def save_translator(
         ckptr.close()
         meta = {
             "written_by": network.WRITTEN_BY,
-            "format_version": network.FORMAT_VERSION,
+            "format_version": FORMAT_VERSION,
             "kind": KIND,
-            # No StyleGAN2 networks here: `toonjax generate` & co. then say "holds no generator".
-            "networks": [],
             "source": bundle.source,
             "format": bundle.format,
             "translator_kwargs": bundle.kwargs,
@@ -333,6 +334,8 @@ def _load_translator_dir(p: Path) -> TranslatorBundle:
     meta_path = p / network.NETWORK_JSON
     try:
         meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"format_version {meta.get('format_version')!r}, not {FORMAT_VERSION}")
         kwargs = dict(meta["translator_kwargs"])
         conventions = Conventions(**meta.get("conventions", {}))
         G = Translator(**kwargs)

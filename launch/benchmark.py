@@ -10,6 +10,8 @@ after warm-up), compile seconds and peak memory.
     python launch/benchmark.py --what project --batch 1 --steps 3 --reference torch \
         --sg2ada_src /tmp/sg2ada
     python launch/benchmark.py --what cartoonize --sizes 256,512 --batches 1,8 --reference torch
+    python launch/benchmark.py --config configs/cartoongan.py:paper --what train_step --steps 2 \
+        --reference torch     # CartoonGAN iteration vs launch/cartoongan_train_torch.py
 """
 
 from absl import app, flags
@@ -133,6 +135,19 @@ def main(argv):
 
         r = benchmark.bench_g_forward(
             _CONFIG.value, batch=_BATCH.value, steps=_STEPS.value or 5, reference=ref
+        )
+        print(r.line())
+        return
+    if _WHAT.value == "train_step" and _CONFIG.value.get("model") == "cartoongan":
+        ref = None
+        if _REFERENCE.value == "torch":
+            import cartoongan_train_torch  # launch/, beside this file
+
+            def ref(config, batch):
+                return cartoongan_train_torch.train_step(config, batch, _THREADS.value)
+
+        r = benchmark.bench_cartoongan_train(
+            _CONFIG.value, batch=_BATCH.value, steps=_STEPS.value or 3, reference=ref
         )
         print(r.line())
         return

@@ -396,3 +396,46 @@ def test_load_generator_runs_on_an_odd_multiple_of_4(smoke_run, tmp_path):
     assert info2["step"] == 2
     with pytest.raises(ToonjaxError, match="not a CartoonGAN training workdir"):
         cg.load_generator(tmp_path)
+
+
+def test_fid_without_features_file_is_a_config_error_before_training(
+    config_module, smoke_run, tmp_path
+):
+    c = config_module.get_config("runlocal")
+    c.data.path, c.num_devices = str(smoke_run / "data"), 1
+    c.metrics, c.metrics_features = ("fid",), str(tmp_path / "inception.npz")
+    with pytest.raises(ConfigError) as e:
+        cg.train(c, str(tmp_path / "w"))
+    msg = str(e.value)
+    assert "\n" not in msg and "toonjax convert-features inception" in msg
+    assert not (tmp_path / "w").exists()
+    c.metrics = ("kid50k",)
+    with pytest.raises(ConfigError, match="computes 'fid'"):
+        cg.train(c, str(tmp_path / "w"))
+
+
+@pytest.mark.slow
+def test_fid_of_cartoonized_validation_photos_during_training(
+    repo_root, smoke_run, tmp_path, monkeypatch
+):
+    from toonjax.metrics import inception
+
+    monkeypatch.setenv("TOONJAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(repo_root / "tests" / "fixtures" / "feature_nets"))
+    import recipe  # the fixture's seeded (untrained) FID Inception weights
+
+    sd = recipe.state_dict_from_json(repo_root / "tests/fixtures/feature_nets/inception_fid.json")
+    npz = inception.save_features(
+        tmp_path / "inception.npz", inception.params_from_state_dict(sd, "recipe"), "recipe"
+    )
+    argv = train_argv(
+        repo_root, tmp_path / "w", smoke_run / "data", "--config.metrics=fid",
+        f"--config.metrics_features={npz}", "--config.evaluate_every=2",
+    )  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = [json.loads(x) for x in (tmp_path / "w" / "metric-fid.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(math.isfinite(r["value"]) and r["value"] > 0 for r in rows)
+    assert rows[0]["num_photos"] == 32  # the held-out photos of the built-in set
+    logged = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "metric/fid" in r] == [2, 4]

@@ -667,3 +667,106 @@ def bench_cartoonize(
         note=f"authors' CartoonGAN generator, {h}x{w} uint8 -> uint8, float32 highest",
         reference=_reference_result(ref_step, batch, ref_times),
     )
+
+
+def bench_cartoongan_train(
+    config: ml_collections.ConfigDict,
+    batch: int | None = None,
+    steps: int = 3,
+    warmup: int = 1,
+    reference: Callable[[ml_collections.ConfigDict, int], Callable[[], None]] | None = None,
+) -> Result:
+    """Times CartoonGAN's adversarial iteration (`toonjax.train.cartoongan.adv_step`: G(photo)
+    once, one D update on real / smoothed / generated images, one G update on the adversarial
+    and content losses), jitted with the state donated, on random uint8 batches.
+
+    `batch` defaults to the config's. The content network gets random weights of the config's
+    shape unless its converted file exists (the speed does not depend on the values).
+    `reference(config, batch)` returns a zero-argument callable running one iteration of the
+    same networks and losses (`launch/cartoongan_train_torch.py`); it is timed alternately with
+    toonjax, step by step, as in `bench_g_forward`.
+    """
+    import functools
+    from pathlib import Path
+
+    from toonjax.convert import vgg as cvgg
+    from toonjax.train import cartoongan as cg
+    from toonjax.train import common
+
+    c = config.copy_and_resolve_references()
+    c.batch_size = batch = batch or c.batch_size
+    weights = c.loss.content_weights or str(cvgg.default_features_dir() / "vgg19.npz")
+    random_content = not (weights.startswith("random:") or Path(weights).expanduser().is_file())
+    if random_content:
+        c.loss.content_weights = "random:0"
+    mesh = common.make_mesh(c.get("num_devices", 0) or None)
+    nets = cg.build(c, 1)
+    content, feat_vars = cg.content_network(c)
+    repl = common.replicated(mesh)
+    state = jax.device_put(cg.init_state(c, nets), repl)
+    feat_vars = jax.device_put(feat_vars, repl)
+    res = c.net.resolution
+    rng = np.random.default_rng(0)
+    batch_arrays = jax.device_put(
+        {k: rng.integers(0, 256, (batch, res, res, 3), dtype=np.uint8) for k in
+         ("photo", "cartoon", "smooth")},
+        common.batch_sharded(mesh),
+    )  # fmt: skip
+    fn = jax.jit(
+        functools.partial(cg.adv_step, nets=nets, content=content, config=c), donate_argnums=0
+    )
+    t = time.perf_counter()
+    compiled = fn.lower(state, batch_arrays, feat_vars).compile()
+    compile_s = time.perf_counter() - t
+
+    def step():
+        nonlocal state
+        state, m = compiled(state, batch_arrays, feat_vars)
+        jax.block_until_ready((state, m))
+
+    for _ in range(warmup):
+        step()
+    peak_host = _peak_host_mb()
+    ref_step = None
+    if reference is not None:
+        ref_step = reference(c, batch)
+        for _ in range(warmup):
+            ref_step()
+    times, ref_times = [], []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+        if ref_step is not None:
+            t = time.perf_counter()
+            ref_step()
+            ref_times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    n = c.net
+    note = (
+        f"CartoonGAN iteration (G step + D step) {res}x{res}, G {n.g_channels}ch/"
+        f"{n.g_res_blocks} res blocks, D {n.d_channels}ch, {n.g_norm} norm, "
+        f"{c.loss.adversarial}, content {c.loss.content_distance} on {c.loss.content_net} "
+        f"{c.loss.content_layer}"
+        + (f" at {c.loss.content_resize}px" if c.loss.content_resize else "")
+        + (" (random weights)" if random_content else "")
+        + f"; float32; {steps} timed steps, per-step s: "
+        + ", ".join(f"{x:.2f}" for x in times)
+    )
+    ref = _reference_result(ref_step, batch, ref_times)
+    if ref is not None:
+        ref["how"] = "timed alternately with toonjax; per-step s: " + ", ".join(
+            f"{x:.2f}" for x in ref_times
+        )
+    return Result(
+        "train_step",
+        batch / med,
+        med * 1e3,
+        compile_s,
+        peak_host,
+        _peak_device_mb(),
+        _device_name(),
+        batch,
+        note=note,
+        reference=ref,
+    )

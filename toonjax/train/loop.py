@@ -215,7 +215,9 @@ def run(
             if stop:
                 jax.block_until_ready(state)
                 save(step)
-                name = "SIGTERM" if stop[0] == signal.SIGTERM else "interrupted (Ctrl-C)"
+                name = (
+                    "terminated (SIGTERM)" if stop[0] == signal.SIGTERM else "interrupted (Ctrl-C)"
+                )
                 writer.close()
                 writer = None
                 print(

@@ -2,8 +2,7 @@ r"""StyleGAN2-ADA configs: the `--cfg` presets of NVlabs/stylegan2-ada-pytorch's
 
 Arguments after the colon, comma-separated: one preset, then options.
 
-  Presets (train.py `cfg_specs`; values in the table of
-  shared/notes/anchors/sg2ada-official-numbers.md, section 4, checked against train.py at
+  Presets (NVlabs stylegan2-ada-pytorch train.py `cfg_specs`, checked against train.py at
   commit d72cc7d):
 
     preset     ref_gpus  kimg    batch  mbstd  fmaps (channel_base)  lrate   gamma  ema  ramp  map

@@ -173,7 +173,8 @@ def test_no_face_is_an_error(tmp_path, base, toon, small_lpips):
 def test_toonify_writes_outputs(tmp_path, capsys, base, toon, small_lpips, known_face):
     photo = save_photo(tmp_path / "me.png")
     out = tmp_path / "out"
-    r = T.toonify(base, toon, photo, out, lpips=small_lpips, steps=STEPS)
+    # haar: the known box (dlib, which `auto` would use when installed, sees this drawn face)
+    r = T.toonify(base, toon, photo, out, lpips=small_lpips, steps=STEPS, align_method="haar")
     stdout = capsys.readouterr().out
     for stage in ("load:", "align:", "project:", "render:"):
         line = next(x for x in stdout.splitlines() if x.startswith(stage))
@@ -199,6 +200,8 @@ def test_toonify_writes_outputs(tmp_path, capsys, base, toon, small_lpips, known
     np.testing.assert_array_equal(z["crop"], [25, 5, 90])
     assert str(z["base"]) == "base.pkl" and str(z["toon"]) == "toon.pkl"
     assert set(r.timings) >= {"align", "project", "render"}
+    assert r.align_method == "haar" and str(z["align"]) == "haar"
+    np.testing.assert_allclose(z["M"] @ [25 - 0.5, 5 - 0.5, 1], [-0.5, -0.5, 1])  # crop corner
 
 
 def test_toonify_with_base_as_toon_renders_the_projection(tmp_path, base, small_lpips):

@@ -7,17 +7,25 @@
 whose latent space is the base's: typically the blend of the base with its cartoon fine-tune
 (`toonjax blend --base FFHQ --toon TOON --swap-res 32 BLENDED`) or the fine-tune itself. Stages:
 
-1. **align**: the photo (EXIF orientation applied) is searched for frontal faces with the Haar
-   cascade bundled with OpenCV (`cv2.data.haarcascades + 'haarcascade_frontalface_default.xml'`,
-   on a copy at most 1024 px on its long side); the largest box is kept. The crop is the square
+1. **align** (`align_method`, `toonjax.faces.align.align_photo`): the photo (EXIF orientation
+   applied) is cropped around its main face. "ffhq68" is FFHQ's own alignment (dlib's 68 face
+   landmarks: an oriented square through the eyes and mouth, the framing and roll of the faces
+   FFHQ networks were trained on), "ffhq5" its approximation from dlib's 5-point model, "haar"
+   the box crop below; "auto" (default) is ffhq68 when the `align` extra (dlib) is installed and
+   finds a face, else haar. The result's `quad` and `M` (photo -> crop) let
+   `toonjax.faces.align.paste_back` put a crop-sized image back into the photo. The Haar crop:
+   the photo is searched for frontal faces with the Haar cascade bundled with OpenCV
+   (`cv2.data.haarcascades + 'haarcascade_frontalface_default.xml'`, on a copy at most 1024 px
+   on its long side); the largest box is kept. The crop is the square
    of side `max(w, h) * (1 + 2 * margin)` centred on the box (`toonjax.faces.crops`), padded by
    edge replication where it leaves the photo, and resized to the base network's resolution
    (INTER_AREA when shrinking, Lanczos when enlarging). The default `margin=0.4` makes the
    box 1 / 1.8 = 56% of the crop side: close to the FFHQ framing, whose crop side is about 4x
    the eye distance while the cascade's box is about 2.2x. No face found is an error that
    suggests `align=False` (`--no-align`), not a silent fallback: a centre crop of a photo
-   where the face is small or off-centre projects badly. `align=False` takes the largest
-   centred square instead.
+   where the face is small or off-centre projects badly. `align=False` (or `align_method=
+   "none"`) takes the largest centred square instead. A face smaller in the photo than the
+   crop is upscaled (said in the align line); more than 8x is an error.
 2. **project**: `toonjax.tools.project.project` (the `fast` or `reference` preset) into `base`,
    in `space` 'w+' (default: one w per layer, a closer fit) or 'w' (one w: further from the
    photo, but it stays where the toon network was trained, which can toonify more cleanly).
@@ -42,17 +50,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from toonjax.convert.network import NetworkBundle, load_network
 from toonjax.errors import ToonjaxError
+from toonjax.faces import align as A
 from toonjax.faces import crops
 from toonjax.tools import project as P
 
-HAAR_FILE = "haarcascade_frontalface_default.xml"
-DEFAULT_MARGIN = 0.4  # box grows by 0.4 x its side on each side: the box is 56% of the crop
-DETECT_MAX_SIDE = 1024  # photos are shrunk to this long side for the cascade (speed)
+HAAR_FILE = A.HAAR_FILE
+DEFAULT_MARGIN = A.DEFAULT_MARGIN  # box grows by 0.4 x its side on each side: 56% of the crop
+DETECT_MAX_SIDE = A.DETECT_MAX_SIDE  # photos are shrunk to this long side for the cascade
+ALIGN_METHODS = (*A.METHODS, "none")
 OUTPUT_FILES = ("aligned.png", "projected.png", "toon.png", "side_by_side.png", "latents.npz")
 
 
@@ -83,28 +92,12 @@ def load_photo(path: str | os.PathLike) -> np.ndarray:
 
 def haar_cascade_path() -> Path:
     """The frontal-face Haar cascade bundled with opencv-python."""
-    data = getattr(cv2, "data", None)
-    path = Path(getattr(data, "haarcascades", "")) / HAAR_FILE
-    if data is None or not path.is_file():
-        raise ToonifyError(
-            f"this OpenCV install has no bundled {HAAR_FILE} (cv2.data.haarcascades); install "
-            "opencv-python(-headless) from PyPI, or pass --no-align"
-        )
-    return path
+    return A.haar_cascade_path()
 
 
 def detect_faces(img: np.ndarray) -> list[tuple[float, float, float, float]]:
     """Frontal-face boxes (x, y, w, h) in `img` pixels, from OpenCV's bundled Haar cascade."""
-    from toonjax.faces.detect import CascadeDetector
-
-    h, w = img.shape[:2]
-    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-    small = img
-    if scale < 1:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-    detector = CascadeDetector(haar_cascade_path(), min_neighbors=5, min_size=24)
-    return [tuple(v / scale for v in d.box) for d in detector.detect(small)]
+    return A.haar_faces(img)
 
 
 def largest_face(img: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -207,10 +200,13 @@ class ToonifyResult:
     lpips: float  # final LPIPS distance of `projected` to `aligned`
     steps: int  # projection steps taken
     face_box: tuple[float, float, float, float] | None  # (x, y, w, h) in the photo; None: no-align
-    crop: crops.CropBox  # the square taken from the photo (may extend past it: padded)
+    crop: crops.CropBox | None  # the upright square taken (may extend past it); None: ffhq
     timings: dict[str, float]  # seconds per stage: load, align, project, render, write
     paths: dict[str, Path]  # OUTPUT_FILES -> written path
     projection: P.ProjectResult = field(repr=False)
+    align_method: str = "none"  # "ffhq68", "ffhq5", "haar" or "none" (centre crop)
+    quad: np.ndarray | None = None  # [4, 2] the crop's corners in the photo (align.py's doc)
+    M: np.ndarray | None = None  # [3, 3] photo -> aligned pixel centres (align.paste_back)
 
 
 def toonify(
@@ -220,6 +216,7 @@ def toonify(
     outdir: str | os.PathLike,
     *,
     align: bool = True,
+    align_method: str = "auto",
     margin: float = DEFAULT_MARGIN,
     preset: str = "fast",
     steps: int | None = None,
@@ -233,6 +230,8 @@ def toonify(
     """Aligns `photo` (a path or uint8 RGB array), projects it into `base`, renders the ws with
     `toon` and writes OUTPUT_FILES to `outdir` (see the module docstring).
 
+    `align_method`: "auto", "ffhq68", "ffhq5", "haar" or "none" (= `align=False`: centre crop).
+
     `lpips`: LPIPS weights as `toonjax project --lpips` takes them (a converted .npz or the
     lpips package's vgg.pth; default `$TOONJAX_FEATURES/lpips_vgg.npz`, `vgg16` supplying the
     backbone when that file has none), or a preloaded `(module, variables)` pair. `verbose`
@@ -240,6 +239,10 @@ def toonify(
     """
     if space not in ("w", "w+"):
         raise ToonifyError(f"space {space!r}: use w or w+")
+    if align_method not in ALIGN_METHODS:
+        raise ToonifyError(f"--align {align_method!r}: use one of {', '.join(ALIGN_METHODS)}")
+    if margin < 0:
+        raise ToonifyError(f"margin {margin}: use a value >= 0 (the box growth per side)")
     if steps is not None and steps < 1:
         raise ToonifyError(f"--steps {steps}: use at least 1")
     cfg = P.get_config(preset)  # unknown preset: an error before anything is loaded
@@ -272,14 +275,32 @@ def toonify(
             raise ToonifyError(f"photo array of shape {list(img.shape)}: want uint8 [H, W, 3]")
     else:
         img, photo_name = load_photo(photo), str(photo)
-    if align:
-        aligned, cb, box = align_face(img, res, margin, source=photo_name)
-        how = (
-            f"face {box[2]:.0f}x{box[3]:.0f} at ({box[0]:.0f}, {box[1]:.0f}), "
-            f"crop {cb.side} px" + (f" ({cb.padded_frac:.0%} padded)" if cb.padded_frac else "")
-        )
+    if align and align_method != "none":
+        try:
+            ar = A.align_photo(
+                img, res, align_method, margin=margin, source=photo_name,
+                haar_detect=detect_faces, warn=not verbose,
+            )  # fmt: skip
+        except A.AlignError as e:
+            raise ToonifyError(str(e)) from None
+        aligned, cb, box, quad, M = ar.aligned, ar.crop, ar.face_box, ar.quad, ar.M
+        method = ar.method_used
+        how = f"{method}: face {box[2]:.0f}x{box[3]:.0f} at ({box[0]:.0f}, {box[1]:.0f}), "
+        if cb is not None:
+            how += f"crop {cb.side} px" + (
+                f" ({cb.padded_frac:.0%} padded)" if cb.padded_frac else ""
+            )
+        else:
+            roll = np.degrees(np.arctan2(*(quad[3] - quad[0])[::-1]))
+            how += f"quad {A.quad_side(quad):.0f} px rolled {roll:.1f} deg"
+        if ar.upscale > 1:
+            how += f", upscaled {ar.upscale:.2f}x (soft: a larger photo of the face is better)"
+        if ar.note:
+            how += f"; {ar.note}"
     else:
-        (aligned, cb), box = center_crop(img, res), None
+        (aligned, cb), box, method = center_crop(img, res), None, "none"
+        quad = A.square_quad(cb.x, cb.y, cb.side)
+        M = A.quad_matrix(quad, res)
         how = f"no-align: centre crop {cb.side} px"
     timings["align"] = time.perf_counter() - t
     say(f"align: {timings['align']:.2f} s ({how} -> {res}x{res})")
@@ -323,8 +344,11 @@ def toonify(
         space=np.asarray(space),
         lpips=np.float32(lp),
         steps=np.int64(n_steps),
-        crop=np.asarray([cb.x, cb.y, cb.side], np.int64),
+        crop=np.asarray([cb.x, cb.y, cb.side] if cb is not None else [], np.int64),
         face_box=np.asarray(box if box is not None else [], np.float32),
+        align=np.asarray(method),
+        quad=quad,
+        M=M,
         base=np.asarray(base_name),
         toon=np.asarray(toon_name),
         **{f"noise.{k}": v[0] for k, v in pr.noise.items()},
@@ -343,4 +367,7 @@ def toonify(
         timings=timings,
         paths=paths,
         projection=pr,
+        align_method=method,
+        quad=quad,
+        M=M,
     )

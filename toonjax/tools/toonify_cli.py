@@ -8,8 +8,9 @@ toonify}.
     toonjax blend --base A --toon B --sweep 4,8,16,32 --seeds 0-3 OUT      (OUT/sweep.png)
     toonjax sefa --network NET [--layers all|0-1|2-5|6-] [--normalize] [--top 10] OUT.npz
     toonjax sefa-apply --network NET --directions D.npz --index 0 --degrees -5,0,5 --outdir OUT
-    toonjax toonify --base FFHQ --toon BLENDED photo.jpg OUT [--no-align] [--preset fast]
-        [--steps N] [--space w+|w] [--lpips F] [--vgg16 F]   (toonjax.tools.toonify)
+    toonjax toonify --base FFHQ --toon BLENDED photo.jpg OUT [--align auto|ffhq68|ffhq5|haar|none]
+        [--no-align] [--preset fast] [--steps N] [--space w+|w] [--lpips F] [--vgg16 F]
+        (toonjax.tools.toonify; --align: toonjax.faces.align)
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def _cmd_toonify(args: argparse.Namespace) -> None:
         args.toon,
         args.photo,
         args.out,
-        align=not args.no_align,
+        align_method=args.align,
         margin=args.margin,
         preset=args.preset,
         steps=args.steps,
@@ -226,9 +227,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--toon", required=True, help="same architecture (e.g. a blend) renders it")
     p.add_argument("photo", help="image file with a face")
     p.add_argument("out", help="folder: aligned, projected, toon, side_by_side .png, latents.npz")
-    p.add_argument("--no-align", action="store_true", help="centre crop, no face detection")
     p.add_argument(
-        "--margin", type=float, default=0.4, help="face box growth per side (x its side)"
+        "--align",
+        choices=["auto", "ffhq68", "ffhq5", "haar", "none"],
+        default="auto",
+        help="face crop: FFHQ's from dlib's 68 (ffhq68) or 5 (ffhq5) landmarks (the `align` "
+        "extra), the Haar cascade's box (haar), the centre square (none); auto (default): "
+        "ffhq68 if installed and a face is found, else haar",
+    )
+    p.add_argument(
+        "--no-align", dest="align", action="store_const", const="none", help="= --align none"
+    )
+    p.add_argument(
+        "--margin", type=float, default=0.4, help="--align haar: box growth per side (x its side)"
     )
     p.add_argument("--preset", choices=["fast", "reference"], default="fast")
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")

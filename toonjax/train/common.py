@@ -16,6 +16,7 @@ gives it:
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import math
@@ -289,10 +290,14 @@ class Checkpointer:
         has_digest = (self.directory / str(step) / "integrity").is_dir()
         if has_digest:  # checkpoints written before digests existed restore unchecked
             items["integrity"] = ocp.args.JsonRestore()
+        unreadable = None
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 -- tensorstore/orbax raise many kinds here
-            raise _Damaged(f"its data cannot be read ({_first_line(e)})") from e
+            unreadable = _first_line(e)
+        if unreadable is not None:
+            _finalize_failed_reads()
+            raise _Damaged(f"its data cannot be read ({unreadable})")
         state = out.state
         if has_digest:
             want = (out.integrity or {}).get("state_crc32")
@@ -417,6 +422,19 @@ class _QuietOrbaxErrors:
 
 class _Damaged(Exception):
     """A checkpoint whose files cannot be read or do not match their digest."""
+
+
+def _finalize_failed_reads() -> None:
+    """Finalises now, silently, the read coroutines a failed orbax restore left behind.
+
+    Left to the garbage collector, each would print an 'Exception ignored' block with a
+    TensorStore spec at some later moment (under pytest: an unraisable-exception warning)."""
+    old = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
 
 
 def _first_line(e: BaseException) -> str:

@@ -64,6 +64,23 @@ Arguments after the colon, comma-separated: one preset, then options.
   The three transfer recipes refuse to start without --config.resume_path (a toonjax network
   dir, NVlabs .pkl or rosinality .pt of the same architecture).
 
+  FreezeG / FreezeSG (Cartoon-StyleGAN's fine-tuning options; off by default): keep the coarse
+  structure of the network transferred from, so that base and toon stay in correspondence for
+  layer blending and for distilling (base, toon) pairs.
+    --config.freeze_g=N   freezes G's synthesis blocks at the N lowest resolutions (0 to
+              log2(res) - 1; 1 = b4: the const input, its conv and torgb; 2 adds b8; ...):
+              every weight, bias and noise strength of those blocks, but not their per-layer
+              style affines.
+    --config.freeze_sg    also freezes the style affines of those N blocks and the whole mapping
+              network (w_avg then stays the base's too); with freeze_g=0, the mapping only.
+  Frozen leaves get no update and no Adam moments, and G_ema keeps its frozen leaves as loaded.
+  Cartoon-StyleGAN's --freezeG=K trains only the K highest blocks (its mapping frozen with the
+  rest), i.e. freeze_g=log2(res)-1-K with freeze_sg here. Toonify-style fine-tuning that keeps
+  FFHQ's coarse layout (4x4 to 16x16; Cartoon-StyleGAN's example --freezeG=4 at 256):
+                toonjax train --config configs/stylegan2_ada.py:toonify --workdir runs/toon \
+                  --config.data.path=data/cartoon256 --config.resume_path=FFHQ256.pkl \
+                  --config.freeze_g=3 --config.freeze_sg=True
+
   Metrics while training: `--config.metrics=fid50k_full` (several: "('fid50k_full','kid50k')";
   none by default) are computed for G_ema every `metric_ticks` ticks (0: at each network
   snapshot) with the Inception of `--config.metrics_features=inception.npz` (made by `toonjax
@@ -263,6 +280,10 @@ def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
     c.resume_path = ""
     c.freezed = 0
     c.freeze_d_res = 0
+    # FreezeG: G's N lowest-resolution synthesis blocks (every leaf but the style affines);
+    # FreezeSG: also those blocks' affines and the mapping network (see the docstring).
+    c.freeze_g = 0
+    c.freeze_sg = False
     c.num_devices = 0  # data-parallel devices; 0: every local device
 
     c.kimg_per_tick = 4.0
@@ -294,6 +315,7 @@ def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
         c.kimg_per_tick = 0.004
         c.image_snapshot_ticks = c.network_snapshot_ticks = 1
         c.freezed = min(c.freezed, 3)  # a 16x16 D has 7 layers before its epilogue
+        c.freeze_g = min(c.freeze_g, c.net.resolution.bit_length() - 2)  # G's block count
         c.require_resume = False  # the smoke run trains the shrunken net from scratch
     return c
 

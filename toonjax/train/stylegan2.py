@@ -1,4 +1,4 @@
-"""StyleGAN2-ADA training: four jitted phases per iteration, lazy regularisation, ADA, FreezeD.
+"""StyleGAN2-ADA training: four jitted phases per iteration, lazy regularisation, ADA, FreezeD/G.
 
 One iteration (the reference's order), each phase a jitted function with the state donated:
 
@@ -11,12 +11,22 @@ One iteration (the reference's order), each phase a jitted function with the sta
 
 With lazy regularisation each network's Adam uses lr * c and betas ** c, c = I / (I + 1), as the
 reference does (I the regularisation interval). Every call of the mapping network in training
-mode moves `w_avg` (Gmain, Greg and Dmain each do, as in the reference).
+mode moves `w_avg` (Gmain, Greg and Dmain each do, as in the reference; not under FreezeSG).
 
 FreezeD (`freezed=N`) counts D's layers from the input side exactly as the reference's
 `freeze_layers`: per block from the highest resolution, fromrgb (first block, or every block of a
 `skip` D), conv0, conv1, skip (`resnet`); the epilogue's layers come last. Frozen leaves get no
 update (an optax partition with `set_to_zero`).
+
+FreezeG / FreezeSG (Cartoon-StyleGAN's fine-tuning options, which keep the base <-> toon
+correspondence that blending and distillation rely on): `freeze_g=N` freezes G's synthesis blocks
+at the N lowest resolutions (b4 = const + conv1 + torgb, then b8, ...): every leaf under
+`params/synthesis/b{res}` except the style affines (`.../affine/{weight,bias}`). `freeze_sg=True`
+adds those affines and the whole mapping network (`params/mapping`, incl. a conditional `embed`);
+w_avg then stops moving too, so truncated samples of the base and the toon share their ws. Frozen
+leaves get no update and no Adam moments (the same partition as FreezeD), and G_ema keeps the
+frozen leaves it started with instead of averaging them towards G's (equal when training from
+scratch; after a transfer G_ema's are the base network's, which blending pairs with).
 """
 
 from __future__ import annotations
@@ -100,16 +110,61 @@ def frozen_layers(config: ml_collections.ConfigDict, D, d_params: dict) -> set[s
     return frozen
 
 
-def _d_labels(d_params: dict, frozen: set[str]):
-    def label(path, _):
+def check_freeze_g(config: ml_collections.ConfigDict) -> None:
+    """One-line ConfigError unless 0 <= freeze_g <= G's number of synthesis blocks."""
+    n = config.get("freeze_g", 0)
+    res = config.net.resolution
+    blocks = int(math.log2(res)) - 1  # 4x4, 8x8, ..., res x res
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= blocks:
+        raise ConfigError(
+            f"--config.freeze_g={n!r}: must be a whole number from 0 to {blocks} (the "
+            f"synthesis blocks of a {res}x{res} G, 4x4 to {res}x{res}, lowest first; 0 = none)"
+        )
+
+
+def g_frozen_leaves(config: ml_collections.ConfigDict, g_params: dict) -> set[str]:
+    """G params frozen by `freeze_g` / `freeze_sg`, as paths like 'synthesis/b8/conv0/weight'.
+
+    freeze_g=N: every leaf of the N lowest-resolution synthesis blocks but their style affines;
+    freeze_sg: also those affines and every mapping leaf (with freeze_g=0: the mapping only).
+    """
+    check_freeze_g(config)
+    n, sg = config.get("freeze_g", 0), config.get("freeze_sg", False)
+    synthesis = sorted(
+        (k for k in g_params.get("synthesis", {}) if re.fullmatch(r"b\d+", k)),
+        key=lambda k: int(k[1:]),
+    )
+    blocks = set(synthesis[:n])
+    frozen = set()
+    for path, _ in jax.tree_util.tree_flatten_with_path(g_params)[0]:
         keys = [p.key for p in path]
-        return "frozen" if "/".join(keys[:2]) in frozen else "train"
+        low = keys[0] == "synthesis" and keys[1] in blocks
+        if (low and (sg or "affine" not in keys)) or (sg and keys[0] == "mapping"):
+            frozen.add("/".join(keys))
+    return frozen
 
-    return jax.tree_util.tree_map_with_path(label, d_params)
+
+def _partition(tx, params: dict, is_frozen):
+    """`tx` where `is_frozen(key path)` is False; zero updates and no optimizer state elsewhere."""
+
+    def label(path, _):
+        return "frozen" if is_frozen([p.key for p in path]) else "train"
+
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def make_optimizers(config: ml_collections.ConfigDict, d_params: dict, frozen: set[str]):
-    """Adam for G and D with the lazy-regularisation adjustment; D's frozen leaves get zeros."""
+def make_optimizers(
+    config: ml_collections.ConfigDict,
+    d_params: dict,
+    frozen: set[str],
+    g_params: dict | None = None,
+):
+    """Adam for G and D with the lazy-regularisation adjustment; frozen leaves get zeros.
+
+    `frozen`: D's frozen layers (`frozen_layers`). `g_params` (arrays or shapes) is needed
+    when the config freezes part of G (`freeze_g` / `freeze_sg`, see `g_frozen_leaves`).
+    """
     o = config.optim
 
     def adam(lr, reg_interval):
@@ -119,9 +174,12 @@ def make_optimizers(config: ml_collections.ConfigDict, d_params: dict, frozen: s
     g_tx = adam(o.G_lr, config.G_reg_interval)
     d_tx = adam(o.D_lr, config.D_reg_interval)
     if frozen:
-        d_tx = optax.multi_transform(
-            {"train": d_tx, "frozen": optax.set_to_zero()}, _d_labels(d_params, frozen)
-        )
+        d_tx = _partition(d_tx, d_params, lambda keys: "/".join(keys[:2]) in frozen)
+    if config.get("freeze_g", 0) or config.get("freeze_sg", False):
+        if g_params is None:
+            raise ValueError("make_optimizers: freeze_g / freeze_sg need g_params")
+        g_frozen = g_frozen_leaves(config, g_params)
+        g_tx = _partition(g_tx, g_params, lambda keys: "/".join(keys) in g_frozen)
     return g_tx, d_tx
 
 
@@ -162,6 +220,8 @@ class Phases:
         self.config, self.G, self.D, self.g_tx, self.d_tx = config, G, D, g_tx, d_tx
         self.c_dim, self.n_dev = c_dim, n_dev
         self.num_ws = G.num_ws
+        # FreezeSG keeps the mapping, so w_avg keeps the (transferred) base network's value.
+        self.track_w_avg = not config.get("freeze_sg", False)
         self.aug_mode = config.aug.mode
         if self.aug_mode not in ("noaug", "fixed", "ada"):
             raise ConfigError(f"config.aug.mode={self.aug_mode!r}: choose noaug, fixed or ada")
@@ -189,7 +249,12 @@ class Phases:
         G, prob = self.G, self.config.loss.style_mixing_prob
         variables = {"params": g["params"], "buffers": g["buffers"]}
         ws, upd = G.apply(
-            variables, z, c, update_w_avg=update_w_avg, method=G.map, mutable=["buffers"]
+            variables,
+            z,
+            c,
+            update_w_avg=update_w_avg and self.track_w_avg,
+            method=G.map,
+            mutable=["buffers"],
         )
         if prob > 0:
             k1, k2, k3 = jax.random.split(key, 3)
@@ -430,9 +495,14 @@ class Phases:
         if cfg.get("ema_rampup") is not None and cfg.ema_rampup > 0:
             ema_nimg = jnp.minimum(ema_nimg, cur_nimg * cfg.ema_rampup)
         beta = 0.5 ** (batch_size / jnp.maximum(ema_nimg, 1e-8))
-        params = jax.tree.map(
-            lambda e, p: p + beta * (e - p), state.G_ema["params"], state.G["params"]
-        )
+        frozen = g_frozen_leaves(cfg, state.G["params"])  # FreezeG: G_ema keeps its own
+
+        def lerp(path, e, p):
+            if "/".join(k.key for k in path) in frozen:
+                return e
+            return p + beta * (e - p)
+
+        params = jax.tree_util.tree_map_with_path(lerp, state.G_ema["params"], state.G["params"])
         ema = {"params": params, "buffers": state.G["buffers"]}  # buffers are copied
         return state.replace(G_ema=ema, step=state.step + 1)
 
@@ -581,6 +651,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
     """Trains StyleGAN2(-ADA) as `config` says, checkpointing to and resuming from `workdir`."""
     from toonjax.train import loop
 
+    check_freeze_g(config)
     if config.get("require_resume", False) and not config.get("resume_path"):
         raise ConfigError(
             f"the {config.recipe!r} recipe fine-tunes a pretrained network: pass "
@@ -605,8 +676,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
                 jnp.zeros((1, c_dim)),
             )
         )["params"]
+        g_shapes = jax.eval_shape(
+            lambda: G.init(jax.random.key(0), jnp.zeros((1, G.z_dim)), jnp.zeros((1, c_dim)))
+        )["params"]
         frozen = frozen_layers(config, D, d_shapes)
-        g_tx, d_tx = make_optimizers(config, d_shapes, frozen)
+        g_tx, d_tx = make_optimizers(config, d_shapes, frozen, g_shapes)
         frozen_cache.update(frozen=frozen, g_tx=g_tx, d_tx=d_tx)
         state = init_state(config, G, D, g_tx, d_tx, c_dim)
         if config.get("resume_path"):
@@ -624,6 +698,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
             print(
                 f"FreezeD: {len(frozen)} D layers frozen ({', '.join(sorted(frozen))}); "
                 f"D params trainable {n_all - n_frozen:,}, frozen {n_frozen:,}"
+            )
+        g_frozen = g_frozen_leaves(config, state.G["params"])
+        if g_frozen:
+            sizes = {k: int(np.prod(x.shape)) for k, x in _flat_items(state.G["params"])}
+            n_frozen = sum(v for k, v in sizes.items() if k.replace(".", "/") in g_frozen)
+            n = config.get("freeze_g", 0)
+            what = ["synthesis " + ", ".join(f"b{2 ** (i + 2)}" for i in range(n))] if n else []
+            if config.get("freeze_sg", False):
+                what += ["their style affines"] if n else []
+                what += ["the mapping (w_avg kept)"]
+            print(
+                f"FreezeG: {len(g_frozen)} G leaves frozen ({', '.join(what)}); "
+                f"G params trainable {sum(sizes.values()) - n_frozen:,}, frozen {n_frozen:,}"
             )
         return state
 

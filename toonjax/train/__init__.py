@@ -10,6 +10,7 @@ TRAINERS = {
     "dcgan": "toonjax.train.dcgan",
     "stylegan2_ada": "toonjax.train.stylegan2",
     "cartoongan": "toonjax.train.cartoongan",
+    "toonify_distill": "toonjax.train.distill",
 }
 
 

@@ -432,9 +432,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> DistillState:
         resolution=meta.resolution,
         describe=(
             f"{n_train} pairs (+{holdout} held out) {meta.resolution}x{meta.resolution} from "
-            f"{config.data.path} (toon: {src}); loss {config.loss.l1_weight} L1 + "
-            + (f"{config.loss.lpips_weight} " if nets.lpips is not None else "")
-            + lp_describe
+            f"{config.data.path} (toon: {src}); loss {config.loss.l1_weight} L1"
+            + (
+                f" + {config.loss.lpips_weight} {lp_describe}"
+                if nets.lpips is not None
+                else f" ({lp_describe})"
+            )
             + (f" + {config.loss.gan_weight} GAN ({config.loss.adversarial})" if nets.D else "")
             + identity
         ),

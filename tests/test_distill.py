@@ -164,6 +164,18 @@ def test_both_images_of_a_pair_get_the_same_ws_and_noise(tmp_path):
     assert all(not np.array_equal(b[i], r["base"]) for i, r in enumerate(recs))
 
 
+def test_smaller_resolution_is_the_area_downsampled_rendering(pair_set, tmp_path):
+    meta = distill.generate_pairs(
+        base(), toon(), tmp_path / "r8", 4, resolution=8, verbose=False, **OPTS
+    )
+    assert meta.resolution == 8 and meta.options["render_resolution"] == 16
+    small, full = list(paired.iter_pairs(meta.path)), list(paired.iter_pairs(pair_set[0], 0, 4))
+    for a, b in zip(small, full, strict=True):
+        assert a["base"].shape == (8, 8, 3)
+        np.testing.assert_array_equal(a["base"], distill.downsample(b["base"][None], 8)[0])
+        np.testing.assert_array_equal(a["toon"], distill.downsample(b["toon"][None], 8)[0])
+
+
 def test_resume_after_a_kill_completes_the_set_without_duplicates(pair_set, tmp_path):
     dest = tmp_path / "killed"
     meta = distill.generate_pairs(

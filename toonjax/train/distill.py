@@ -404,7 +404,7 @@ def prepare_data(config: ml_collections.ConfigDict):
 def train(config: ml_collections.ConfigDict, workdir: str) -> DistillState:
     """Trains the distilled translator as `config` says, checkpointing to `workdir`."""
     from toonjax.data import paired
-    from toonjax.train import loop
+    from toonjax.train import common, loop
 
     check_config(config)
     meta = prepare_data(config)
@@ -417,9 +417,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> DistillState:
     else:  # no held-out pairs: the grid shows training pairs, nothing is evaluated
         held_b, held_t = paired.read_images(config.data.path, 0, config.num_samples)
     evaluator = HeldOut(nets, lp_vars, held_b, held_t, config.batch_size) if holdout else None
+    # The fresh state placed as the loop places it, so that the identity's evaluation and the
+    # loop's share one compiled program.
+    mesh = common.make_mesh(config.get("num_devices", 0) or None)
+    fresh = jax.device_put(init_state(config, nets), common.replicated(mesh))
     identity = ""
     if evaluator is not None:
-        floor = evaluator(init_state(config, nets), identity=True)
+        floor = evaluator(fresh, identity=True)
         identity = "; identity (base image as the toon) " + ", ".join(
             f"{k} {v:.4f}" for k, v in floor.items()
         )
@@ -460,7 +464,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> DistillState:
     return loop.run(
         c,
         workdir,
-        init_state=lambda: init_state(config, nets),
+        init_state=lambda: fresh,
         make_steps=lambda mesh: (
             Step(config, nets, lp_vars, mesh),
             jax.jit(functools.partial(triples, nets.G)),

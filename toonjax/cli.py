@@ -21,6 +21,7 @@
     toonjax fid PATH_A PATH_B --features F      (folders, zips or packed datasets)
     toonjax convert-cartoongan Hayao_net_G_float.pth DEST   (CartoonGAN authors' generator)
     toonjax cartoonize --network NET INPUT OUTPUT [--compare] [--load-size N] [--batch B]
+    toonjax distill pairs --base BASE --toon TOON --n 20000 DEST | distill export WORKDIR DEST
 
 Errors a user can fix (`toonjax.errors.ToonjaxError`) are printed as one line and exit 2.
 """
@@ -523,6 +524,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_metrics_parsers(sub)
     _add_project_parser(sub)
     _add_cartoonize_parser(sub)
+    from toonjax.tools import distill_cli  # toonjax distill pairs | export (#14)
+
+    distill_cli.add_parsers(sub)
     return parser
 
 

@@ -291,11 +291,18 @@ class Checkpointer:
         if has_digest:  # checkpoints written before digests existed restore unchecked
             items["integrity"] = ocp.args.JsonRestore()
         unreadable = None
+        quiet = _QuietOrbaxErrors().__enter__()
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 -- tensorstore/orbax raise many kinds here
             unreadable = _first_line(e)
-        if unreadable is not None:
+        if unreadable is None:
+            quiet.__exit__(None, None, None)
+        else:
+            # The reads still in flight finish after orbax's event loop closed and print
+            # 'Event loop is closed' tracebacks from tensorstore's threads, possibly later
+            # still: the hooks that drop those stay installed (they drop nothing else).
+            quiet.keep_hooks()
             _finalize_failed_reads()
             raise _Damaged(f"its data cannot be read ({unreadable})")
         state = out.state
@@ -415,6 +422,10 @@ class _QuietOrbaxErrors:
         if exc[0] is None:  # after a failure, callbacks keep firing: leave the filter in place
             sys.excepthook, threading.excepthook = self._old_hooks
 
+    def keep_hooks(self) -> None:
+        """Stops holding back absl records but leaves the 'Event loop is closed' hooks."""
+        self._logger.removeFilter(self)
+
     def replay(self) -> None:
         for record in self.records:
             self._logger.handle(record)
@@ -425,16 +436,37 @@ class _Damaged(Exception):
 
 
 def _finalize_failed_reads() -> None:
-    """Finalises now, silently, the read coroutines a failed orbax restore left behind.
+    """Silences what the read coroutines of a failed orbax restore print when they finish.
 
-    Left to the garbage collector, each would print an 'Exception ignored' block with a
-    TensorStore spec at some later moment (under pytest: an unraisable-exception warning)."""
-    old = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None
-    try:
-        gc.collect()
-    finally:
-        sys.unraisablehook = old
+    Each would print an 'Exception ignored in <coroutine ...>' block with a TensorStore spec
+    when the garbage collector finalises it, some of them only at exit (under pytest: an
+    unraisable-exception warning). From the first failed restore on, `sys.unraisablehook`
+    drops those (and only those); the ones already unreachable are finalised now."""
+    global _UNRAISABLE_FILTERED
+    if not _UNRAISABLE_FILTERED:
+        _UNRAISABLE_FILTERED = True
+        previous = sys.unraisablehook
+
+        def hook(unraisable):
+            if not _is_failed_read_leftover(unraisable):
+                previous(unraisable)
+
+        sys.unraisablehook = hook
+    gc.collect()
+
+
+_UNRAISABLE_FILTERED = False
+
+
+def _is_failed_read_leftover(unraisable) -> bool:
+    exc, obj = unraisable.exc_value, unraisable.object
+    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+        return True
+    name = getattr(obj, "__qualname__", "") or ""
+    module = getattr(getattr(obj, "cr_code", None), "co_filename", "") or ""
+    return "orbax" in module or "_read_array_index" in name or (
+        "Encountered error while reading array" in str(exc)
+    )
 
 
 def _first_line(e: BaseException) -> str:

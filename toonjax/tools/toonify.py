@@ -187,6 +187,64 @@ def render(bundle: NetworkBundle, ws: np.ndarray) -> np.ndarray:
     return to_uint8(synthesize(bundle, ws, noise_mode="const"))
 
 
+def _photo(photo: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, str]:
+    """(uint8 RGB [H, W, 3], its name for messages) of a path or an array."""
+    if isinstance(photo, np.ndarray):
+        img = np.asarray(photo)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ToonifyError(
+                f"photo array of {img.dtype} {list(img.shape)}: want uint8 RGB [H, W, 3]"
+            )
+        return img, "the photo"
+    return load_photo(photo), str(photo)
+
+
+def _align_stage(
+    img: np.ndarray,
+    res: int,
+    align: bool,
+    align_method: str,
+    margin: float,
+    photo_name: str,
+    verbose: bool,
+) -> tuple[np.ndarray, crops.CropBox | None, Any, np.ndarray, np.ndarray, str, str]:
+    """(aligned, crop box, face box, quad, M, method used, a line saying how) of both paths."""
+    if align:
+        try:
+            ar = A.align_photo(
+                img, res, align_method, margin=margin, source=photo_name,
+                haar_detect=detect_faces, warn=not verbose,
+            )  # fmt: skip
+        except A.AlignError as e:
+            raise ToonifyError(str(e)) from None
+        aligned, cb, box, quad, M = ar.aligned, ar.crop, ar.face_box, ar.quad, ar.M
+        method = ar.method_used
+        how = f"{method}: face {box[2]:.0f}x{box[3]:.0f} at ({box[0]:.0f}, {box[1]:.0f}), "
+        if cb is not None:
+            how += f"crop {cb.side} px" + (
+                f" ({cb.padded_frac:.0%} padded)" if cb.padded_frac else ""
+            )
+        else:
+            roll = np.degrees(np.arctan2(*(quad[3] - quad[0])[::-1]))
+            how += f"quad {A.quad_side(quad):.0f} px rolled {roll:.1f} deg"
+        if ar.upscale > 1:
+            how += f", upscaled {ar.upscale:.2f}x (soft: a larger photo of the face is better)"
+        if ar.note:
+            how += f"; {ar.note}"
+    else:
+        h, w = img.shape[:2]
+        if min(h, w) < res:
+            raise ToonifyError(
+                f"{photo_name} is {w}x{h} px, smaller than the {res}x{res} crop the network "
+                "takes: use a larger photo (a centre crop is never enlarged)"
+            )
+        (aligned, cb), box, method = center_crop(img, res), None, "none"
+        quad = A.square_quad(cb.x, cb.y, cb.side)
+        M = A.quad_matrix(quad, res)
+        how = f"no-align: centre crop {cb.side} px"
+    return aligned, cb, box, quad, M, method, how
+
+
 # ------------------------------------------------------------------------------------------------
 # The pipeline.
 
@@ -269,39 +327,10 @@ def toonify(
 
     # 1. align
     t = time.perf_counter()
-    if isinstance(photo, np.ndarray):
-        img, photo_name = np.asarray(photo, np.uint8), "the photo"
-        if img.ndim != 3 or img.shape[2] != 3:
-            raise ToonifyError(f"photo array of shape {list(img.shape)}: want uint8 [H, W, 3]")
-    else:
-        img, photo_name = load_photo(photo), str(photo)
-    if align and align_method != "none":
-        try:
-            ar = A.align_photo(
-                img, res, align_method, margin=margin, source=photo_name,
-                haar_detect=detect_faces, warn=not verbose,
-            )  # fmt: skip
-        except A.AlignError as e:
-            raise ToonifyError(str(e)) from None
-        aligned, cb, box, quad, M = ar.aligned, ar.crop, ar.face_box, ar.quad, ar.M
-        method = ar.method_used
-        how = f"{method}: face {box[2]:.0f}x{box[3]:.0f} at ({box[0]:.0f}, {box[1]:.0f}), "
-        if cb is not None:
-            how += f"crop {cb.side} px" + (
-                f" ({cb.padded_frac:.0%} padded)" if cb.padded_frac else ""
-            )
-        else:
-            roll = np.degrees(np.arctan2(*(quad[3] - quad[0])[::-1]))
-            how += f"quad {A.quad_side(quad):.0f} px rolled {roll:.1f} deg"
-        if ar.upscale > 1:
-            how += f", upscaled {ar.upscale:.2f}x (soft: a larger photo of the face is better)"
-        if ar.note:
-            how += f"; {ar.note}"
-    else:
-        (aligned, cb), box, method = center_crop(img, res), None, "none"
-        quad = A.square_quad(cb.x, cb.y, cb.side)
-        M = A.quad_matrix(quad, res)
-        how = f"no-align: centre crop {cb.side} px"
+    img, photo_name = _photo(photo)
+    aligned, cb, box, quad, M, method, how = _align_stage(
+        img, res, align and align_method != "none", align_method, margin, photo_name, verbose
+    )
     timings["align"] = time.perf_counter() - t
     say(f"align: {timings['align']:.2f} s ({how} -> {res}x{res})")
 
@@ -371,3 +400,182 @@ def toonify(
         quad=quad,
         M=M,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# One forward pass: a distilled translator (`toonjax distill`, configs/toonify_distill.py).
+
+TRANSLATOR_FILES = ("aligned.png", "toon.png", "side_by_side.png", "align.npz")
+PASTED_FILE = "pasted.png"
+
+
+class FaceTranslator:
+    """A trained translator ready for aligned face crops: uint8 RGB in, uint8 RGB out.
+
+        ft = FaceTranslator("runs/distill-toy")     # a distill workdir or translator directory
+        toons = ft(faces)                           # [N, S, S, 3] or [S, S, 3] uint8
+
+    `path` is what `toonjax.train.distill.load_translator` takes (a distill training workdir,
+    its latest checkpoint or `step`; a directory from `toonjax distill export`; a CartoonGAN
+    translator directory). One jitted program per batch shape (cartoonize's, shared), compiled
+    at the first call of a shape (`warmup` does it ahead)."""
+
+    def __init__(self, path: str | os.PathLike, step: int | None = None) -> None:
+        import jax
+
+        from toonjax.tools import cartoonize as cz
+        from toonjax.train.distill import load_translator
+
+        module, variables, info = load_translator(path, step)
+        self.source = str(path)
+        self.info = info
+        self.resolution: int | None = info.get("resolution")
+        self.bgr = info.get("channel_order") == "bgr"
+        self.variables = jax.device_put(variables)
+        self._program = cz._program(module, self.bgr, True)
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        a = np.asarray(faces)
+        single = a.ndim == 3
+        if single:
+            a = a[None]
+        if a.dtype != np.uint8 or a.ndim != 4 or a.shape[3] != 3:
+            raise ToonifyError(
+                f"translator input of {a.dtype} {list(np.asarray(faces).shape)}: want uint8 RGB "
+                "[N, S, S, 3] or [S, S, 3]"
+            )
+        if a.shape[1] % 4 or a.shape[2] % 4:
+            raise ToonifyError(
+                f"translator input of {a.shape[1]}x{a.shape[2]} px: its sides must be multiples "
+                "of 4 (two stride-2 stages)"
+            )
+        out = np.asarray(self._program(self.variables, a))
+        return out[0] if single else out
+
+    def warmup(self, batch: int = 1, size: int | None = None) -> float:
+        """Compiles the program of a [batch, size, size, 3] input; returns the seconds taken."""
+        side = size or self.resolution or 256
+        t = time.perf_counter()
+        self(np.zeros((batch, side, side, 3), np.uint8))
+        return time.perf_counter() - t
+
+
+@dataclass
+class TranslateResult:
+    aligned: np.ndarray  # uint8 [S, S, 3]: the face crop the translator saw
+    toon: np.ndarray  # uint8 [S, S, 3]: the translator's output
+    pasted: np.ndarray | None  # uint8 [H, W, 3] (the photo's size): toon pasted back, or None
+    face_box: tuple[float, float, float, float] | None
+    quad: np.ndarray  # [4, 2] the crop's corners in the photo
+    M: np.ndarray  # [3, 3] photo -> crop pixel centres
+    align_method: str
+    timings: dict[str, float]  # seconds: load, align, compile, translate, paste, write
+    paths: dict[str, Path]
+
+
+def toonify_translator(
+    translator: str | os.PathLike | FaceTranslator,
+    photo: str | os.PathLike | np.ndarray,
+    outdir: str | os.PathLike | None,
+    *,
+    align: bool = True,
+    align_method: str = "auto",
+    margin: float = DEFAULT_MARGIN,
+    size: int | None = None,
+    paste_back: bool = False,
+    feather: float = 0.1,
+    step: int | None = None,
+    verbose: bool = True,
+) -> TranslateResult:
+    """Toonify `photo` in one forward pass: align it to the translator's face-crop size, run
+    the translator, optionally paste the cartoon face back into the photo (a soft mask over
+    `feather` x the crop side at its edge), and write TRANSLATOR_FILES (+ pasted.png) to
+    `outdir` (None: write nothing).
+
+    `size` is the crop side; it defaults to the translator's training resolution and must equal
+    it when the translator has one (a face crop of another size is not what it learned)."""
+    if align_method not in ALIGN_METHODS:
+        raise ToonifyError(f"--align {align_method!r}: use one of {', '.join(ALIGN_METHODS)}")
+    if margin < 0:
+        raise ToonifyError(f"margin {margin}: use a value >= 0 (the box growth per side)")
+    if not 0 <= feather <= 0.5:
+        raise ToonifyError(f"--feather {feather}: use a fraction of the crop side in [0, 0.5]")
+    say = print if verbose else (lambda *a, **k: None)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    ft = translator if isinstance(translator, FaceTranslator) else FaceTranslator(translator, step)
+    if size is not None and ft.resolution is not None and size != ft.resolution:
+        raise ToonifyError(
+            f"--size {size}: the translator {ft.source} was trained on {ft.resolution}x"
+            f"{ft.resolution} face crops; drop --size (or give {ft.resolution})"
+        )
+    res = size or ft.resolution or 256
+    if res % 4:
+        raise ToonifyError(f"--size {res}: use a multiple of 4 (the translator's two stages)")
+    timings["load"] = time.perf_counter() - t
+    say(f"load: {timings['load']:.2f} s (translator {ft.source}, {res}x{res} crops)")
+
+    t = time.perf_counter()
+    img, photo_name = _photo(photo)
+    aligned, cb, box, quad, M, method, how = _align_stage(
+        img, res, align and align_method != "none", align_method, margin, photo_name, verbose
+    )
+    timings["align"] = time.perf_counter() - t
+    say(f"align: {timings['align']:.2f} s ({how} -> {res}x{res})")
+
+    timings["compile"] = ft.warmup(1, res)  # compiles (and runs) the batch-1 program once
+    t = time.perf_counter()
+    toon = ft(aligned)
+    timings["translate"] = time.perf_counter() - t
+    say(
+        f"translate: {timings['translate']:.3f} s (one forward pass; compiling it took "
+        f"{timings['compile']:.2f} s before)"
+    )
+
+    pasted = None
+    t = time.perf_counter()
+    if paste_back:
+        pasted = A.paste_back(img, toon, M, feather=feather, size=res)
+    timings["paste"] = time.perf_counter() - t
+    if paste_back:
+        say(f"paste-back: {timings['paste']:.3f} s (feather {feather:g})")
+
+    t = time.perf_counter()
+    paths: dict[str, Path] = {}
+    if outdir is not None:
+        out = Path(outdir)
+        out.mkdir(parents=True, exist_ok=True)
+        names = TRANSLATOR_FILES + ((PASTED_FILE,) if paste_back else ())
+        paths = {n: out / n for n in names}
+        for name, arr in (
+            ("aligned.png", aligned),
+            ("toon.png", toon),
+            ("side_by_side.png", np.concatenate([aligned, toon], axis=1)),
+            (PASTED_FILE, pasted),
+        ):
+            if arr is not None:
+                _atomic_png(arr, paths[name])
+        tmp = out / ".align.tmp.npz"
+        np.savez(
+            tmp,
+            quad=quad,
+            M=M,
+            face_box=np.asarray(box if box is not None else [], np.float32),
+            align=np.asarray(method),
+            translator=np.asarray(ft.source),
+            size=np.int64(res),
+        )
+        os.replace(tmp, paths["align.npz"])
+        say(f"wrote {', '.join(names)} to {out}")
+    timings["write"] = time.perf_counter() - t
+    return TranslateResult(
+        aligned=aligned, toon=toon, pasted=pasted, face_box=box, quad=quad, M=M,
+        align_method=method, timings=timings, paths=paths,
+    )  # fmt: skip
+
+
+def _atomic_png(arr: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    P._save_png(arr, tmp)
+    os.replace(tmp, path)

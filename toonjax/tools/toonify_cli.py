@@ -8,6 +8,7 @@ toonify}.
     toonjax blend --base A --toon B --sweep 4,8,16,32 --seeds 0-3 OUT      (OUT/sweep.png)
     toonjax sefa --network NET [--layers all|0-1|2-5|6-] [--normalize] [--top 10] OUT.npz
     toonjax sefa-apply --network NET --directions D.npz --index 0 --degrees -5,0,5 --outdir OUT
+    toonjax toonify --translator NET photo.jpg OUT [--paste-back] [--align ...]   (one pass)
     toonjax toonify --base FFHQ --toon BLENDED photo.jpg OUT [--align auto|ffhq68|ffhq5|haar|none]
         [--no-align] [--preset fast] [--steps N] [--space w+|w] [--lpips F] [--vgg16 F]
         (toonjax.tools.toonify; --align: toonjax.faces.align)
@@ -138,6 +139,39 @@ def _cmd_sefa_apply(args: argparse.Namespace) -> None:
 def _cmd_toonify(args: argparse.Namespace) -> None:
     from toonjax.tools import toonify
 
+    method = args.method or ("translator" if args.translator else "project")
+    if method == "translator":
+        if not args.translator:
+            raise toonify.ToonifyError("--method translator needs --translator NET")
+        if args.base or args.toon:
+            raise toonify.ToonifyError(
+                "--base/--toon belong to --method project; the translator path takes only "
+                "--translator (drop them, or add --method project)"
+            )
+        for flag, given in (("--steps", args.steps is not None), ("--space", args.space)):
+            if given:
+                raise toonify.ToonifyError(f"{flag} belongs to --method project")
+        toonify.toonify_translator(
+            args.translator,
+            args.photo,
+            args.out,
+            align_method=args.align,
+            margin=args.margin,
+            size=args.size,
+            paste_back=args.paste_back,
+            feather=args.feather,
+            step=args.step,
+        )
+        return
+    if not (args.base and args.toon):
+        raise toonify.ToonifyError(
+            "toonify needs --translator NET (one forward pass) or --base FFHQ --toon BLENDED "
+            "(--method project)"
+        )
+    if args.translator:
+        raise toonify.ToonifyError("--translator belongs to --method translator")
+    if args.paste_back or args.size is not None:
+        raise toonify.ToonifyError("--paste-back and --size belong to --method translator")
     toonify.toonify(
         args.base,
         args.toon,
@@ -147,7 +181,7 @@ def _cmd_toonify(args: argparse.Namespace) -> None:
         margin=args.margin,
         preset=args.preset,
         steps=args.steps,
-        space=args.space,
+        space=args.space or "w+",
         lpips=args.lpips,
         vgg16=args.vgg16,
         seed=args.seed,
@@ -221,12 +255,42 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=_cmd_sefa_apply)
 
     p = sub.add_parser(
-        "toonify", help="photo -> face crop -> projection into --base -> render with --toon"
+        "toonify",
+        help="photo -> face crop -> the distilled --translator (one forward pass), or "
+        "projection into --base rendered with --toon (--method project)",
     )
-    p.add_argument("--base", required=True, help="photo model the face is projected into")
-    p.add_argument("--toon", required=True, help="same architecture (e.g. a blend) renders it")
+    p.add_argument(
+        "--translator",
+        default=None,
+        help="one forward pass: a distill training workdir (latest checkpoint, or --step) or a "
+        "directory from `toonjax distill export`",
+    )
+    p.add_argument(
+        "--method",
+        choices=["translator", "project"],
+        default=None,
+        help="translator (default with --translator) or project (default with --base/--toon)",
+    )
+    p.add_argument("--base", default=None, help="project: photo model the face is projected into")
+    p.add_argument("--toon", default=None, help="project: same architecture (a blend) renders it")
     p.add_argument("photo", help="image file with a face")
-    p.add_argument("out", help="folder: aligned, projected, toon, side_by_side .png, latents.npz")
+    p.add_argument(
+        "out",
+        help="folder: aligned, toon, side_by_side .png and align.npz (+ pasted.png) with "
+        "--translator; aligned, projected, toon, side_by_side .png, latents.npz with project",
+    )
+    p.add_argument(
+        "--paste-back",
+        action="store_true",
+        help="translator: also write pasted.png, the cartoon face warped back into the photo",
+    )
+    p.add_argument(
+        "--feather", type=float, default=0.1, help="--paste-back: soft edge (x crop side, 0.1)"
+    )
+    p.add_argument(
+        "--size", type=int, default=None, help="translator: crop side (default: its training one)"
+    )
+    p.add_argument("--step", type=int, default=None, help="translator: a workdir's checkpoint")
     p.add_argument(
         "--align",
         choices=["auto", "ffhq68", "ffhq5", "haar", "none"],
@@ -243,7 +307,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--preset", choices=["fast", "reference"], default="fast")
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
-    p.add_argument("--space", choices=["w+", "w"], default="w+")
+    p.add_argument("--space", choices=["w+", "w"], default=None, help="project: w+ (default) or w")
     p.add_argument("--seed", type=int, default=0, help="projector noise seed")
     p.add_argument(
         "--lpips", default=None, help="LPIPS weights (default $TOONJAX_FEATURES/lpips_vgg.npz)"

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -760,9 +761,16 @@ def _read_only_checkpointer():
         def __init__(self, directory: Path):
             self.directory = Path(directory)
             self._keep = 1
-            self.manager = ocp.CheckpointManager(
-                self.directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
-            )
+            absl_logger = logging.getLogger("absl")
+            hush = common._LevelFilter(logging.ERROR)  # "directory is read only": we asked so
+            absl_logger.addFilter(hush)
+            try:
+                self.manager = ocp.CheckpointManager(
+                    self.directory,
+                    options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+                )
+            finally:
+                absl_logger.removeFilter(hush)
 
     return ReadOnly
 

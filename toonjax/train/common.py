@@ -464,8 +464,10 @@ def _is_failed_read_leftover(unraisable) -> bool:
         return True
     name = getattr(obj, "__qualname__", "") or ""
     module = getattr(getattr(obj, "cr_code", None), "co_filename", "") or ""
-    return "orbax" in module or "_read_array_index" in name or (
-        "Encountered error while reading array" in str(exc)
+    return (
+        "orbax" in module
+        or "_read_array_index" in name
+        or ("Encountered error while reading array" in str(exc))
     )
 
 

@@ -577,6 +577,7 @@ def load_translator(
         info = dict(bundle.info or {})
         info.setdefault("resolution", None)
         info["source"] = bundle.source
+        info["channel_order"] = bundle.conventions.channel_order  # 'bgr': the authors' nets
         return bundle.module(), bundle.variables(), info
     if not p.is_dir():
         raise ToonjaxError(

@@ -51,12 +51,13 @@ FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 LABELS_FILE = "labels.npy"
 REPORT_FILE = "pack_report.txt"  # written by `toonjax dataset pack` into its DEST
+NOTICE_FILE = "NOTICE"  # licence and attribution of the pictures (`toonjax dataset emoji`)
 DEFAULT_SHARD_SIZE = 2048
 
 # Names toonjax writes into a dataset folder (shards before and after their final rename), and
 # files desktops drop into any folder that was opened (deleting those loses nothing).
 _SHARD_NAME = re.compile(r"images-\d{5}(?:-of-\d{5})?\.array_record")
-_OWN_NAMES = frozenset({METADATA_FILE, LABELS_FILE, REPORT_FILE})
+_OWN_NAMES = frozenset({METADATA_FILE, LABELS_FILE, REPORT_FILE, NOTICE_FILE})
 _DESKTOP_JUNK = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 # Suffixes of a killed run's leftovers beside DEST; every number is the PID of the writer.
 _LEFTOVER = r"\.(?:packing-(\d+)(?:\.tmp-(\d+))?|tmp-(\d+)|old-(\d+))"
@@ -426,7 +427,8 @@ def write_records(
       extra_files: {file name: contents} to write into `dest` with the dataset (e.g. a report).
         They are written after `images` is exhausted, so a generator passed as `images` may
         still fill this dict (`toonjax.data.pack` adds its report that way). A name other
-        than `REPORT_FILE` makes the dataset one `--overwrite` will not replace later.
+        than `REPORT_FILE` or `NOTICE_FILE` makes the dataset one `--overwrite` will not
+        replace later.
 
     Returns:
       The metadata written.

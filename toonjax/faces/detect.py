@@ -1,7 +1,13 @@
-"""Face detectors: OpenCV cascades and YOLO ONNX models run with `cv2.dnn`.
+"""Face detectors: OpenCV cascades, YOLO ONNX models run with `cv2.dnn`, and `animeface`.
 
     detector = load_detector("yolo:faces.onnx", conf=0.7, nms=0.45)
     dets = detector.detect(rgb_image)          # [Detection(box=(x, y, w, h), score, cls)]
+
+Specs (`--detector`): `yolo:FILE.onnx`, `cascade:FILE.xml` (or the name of a cascade OpenCV
+bundles in `cv2.data.haarcascades`, e.g. `cascade:haarcascade_frontalface_default.xml`; those
+are trained on photos), `animeface` (the `anime` extra, `toonjax.faces.anime`: boxes plus eye,
+mouth and chin landmarks), and `auto` (the default): animeface, or a one-line error saying how
+to install it or which other detector to name.
 
 YOLO output layouts (both read from the first output of the model):
 
@@ -40,6 +46,15 @@ class Detection:
     box: tuple[float, float, float, float]  # x, y, w, h in image pixels
     score: float
     cls: int = 0
+    # {name: (x, y)} in image pixels (animeface: eye_left, eye_right, mouth, nose, chin)
+    landmarks: dict | None = dataclasses.field(default=None, compare=False)
+
+    def shifted(self, dx: float, dy: float) -> Detection:
+        x, y, w, h = self.box
+        lm = self.landmarks
+        if lm is not None:
+            lm = {k: (v[0] + dx, v[1] + dy) for k, v in lm.items()}
+        return Detection((x + dx, y + dy, w, h), self.score, self.cls, lm)
 
 
 def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
@@ -262,17 +277,64 @@ class CascadeDetector:
         return sorted(dets, key=lambda d: -d.score)
 
 
-def parse_spec(spec: str) -> tuple[str, Path]:
-    """'cascade:FILE.xml' | 'yolo:FILE.onnx' (a bare .xml/.onnx path also works)."""
+DETECTOR_KINDS = ("auto", "animeface", "cascade:FILE.xml", "yolo:FILE.onnx")
+
+
+def bundled_cascades() -> list[str]:
+    """Names of the cascade files OpenCV bundles (cv2.data.haarcascades), sorted."""
+    folder = Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "")
+    if not str(folder) or not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.glob("*.xml"))
+
+
+def _bundled_cascade(name: str) -> Path | None:
+    if name in bundled_cascades():
+        return Path(cv2.data.haarcascades) / name
+    return None
+
+
+def parse_spec(spec: str) -> tuple[str, Path | None]:
+    """'auto' | 'animeface' | 'cascade:FILE.xml' | 'yolo:FILE.onnx' (a bare .xml/.onnx path
+    also works). A cascade that is not a file but the bare name of one OpenCV bundles resolves
+    to that bundled file."""
+    low = spec.strip().lower()
+    if low in ("auto", "animeface"):
+        return low, None
     kind, sep, rest = spec.partition(":")
     if sep and kind in ("cascade", "yolo"):
-        return kind, Path(rest)
-    low = spec.lower()
-    if low.endswith(".xml"):
-        return "cascade", Path(spec)
-    if low.endswith(".onnx"):
-        return "yolo", Path(spec)
-    raise DetectorError(f"--detector {spec!r}: use cascade:FILE.xml or yolo:FILE.onnx")
+        kind, path = kind, Path(rest)
+    elif low.endswith(".xml"):
+        kind, path = "cascade", Path(spec)
+    elif low.endswith(".onnx"):
+        kind, path = "yolo", Path(spec)
+    else:
+        raise DetectorError(
+            f"--detector {spec!r}: use {', '.join(DETECTOR_KINDS)} (or a bundled OpenCV "
+            "cascade by name, e.g. cascade:haarcascade_frontalface_default.xml)"
+        )
+    if kind == "cascade" and not path.exists() and path.parent == Path("."):
+        bundled = _bundled_cascade(path.name)
+        if bundled is not None:
+            path = bundled
+    return kind, path
+
+
+def resolve_spec(spec: str | None) -> str:
+    """The detector `auto` (or None) stands for: animeface when its extra is installed, else
+    a one-line DetectorError saying what to install or pass. Other specs are returned as is."""
+    if spec is not None and spec.strip().lower() != "auto":
+        return spec
+    from toonjax.faces import anime
+
+    if anime.available():
+        return "animeface"
+    raise DetectorError(
+        f"no --detector given and the default, animeface, is not installed: {anime.INSTALL}; "
+        "or pass --detector yolo:FILE.onnx (an anime-face YOLO model) or cascade:FILE.xml "
+        "(OpenCV's bundled cascades, e.g. cascade:haarcascade_frontalface_default.xml, are "
+        "trained on photos and rarely find drawn faces)"
+    )
 
 
 def load_detector(
@@ -290,10 +352,19 @@ def load_detector(
     """Loads and checks a detector; DetectorError (one line) when it cannot be used.
 
     min_size: smallest face box a cascade searches (px); larger values are faster.
+    conf: YOLO score or animeface likelihood threshold.
     """
-    kind, path = parse_spec(spec)
+    kind, path = parse_spec(resolve_spec(spec))
+    if kind == "animeface":
+        from toonjax.faces import anime
+
+        return anime.AnimeFaceDetector(conf=conf)
     if not path.is_file():
-        raise DetectorError(f"detector model {path} not found")
+        hint = ""
+        if kind == "cascade" and path.parent == Path("."):
+            names = [n for n in bundled_cascades() if "face" in n]
+            hint = f" (nor a cascade OpenCV bundles: {', '.join(names) or 'none in this OpenCV'})"
+        raise DetectorError(f"detector model {path} not found{hint}")
     if kind == "yolo":
         return YoloDetector(
             path, conf=conf, nms_iou=nms_iou, classes=classes, layout=layout, imgsz=imgsz
@@ -322,9 +393,7 @@ def detect_tiled(detector, img: np.ndarray, *, max_aspect: float = 2.0, nms_iou:
     for s in starts:
         part = img[s : s + tile] if h >= w else img[:, s : s + tile]
         for d in detector.detect(part):
-            x, y, bw, bh = d.box
-            box = (x, y + s, bw, bh) if h >= w else (x + s, y, bw, bh)
-            dets.append(Detection(box, d.score, d.cls))
+            dets.append(d.shifted(0, s) if h >= w else d.shifted(s, 0))
     if not dets:
         return []
     boxes = np.array([d.box for d in dets], np.float32)

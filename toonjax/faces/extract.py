@@ -15,6 +15,10 @@ OUT layout::
     review/sheet_NNNN.png, review/index.html
     extract.json                   the settings OUT was made with
 
+Detectors with landmarks (`--detector animeface`) give level crops: the square is rolled so
+the eyes are level (`toonjax.faces.anime`), and the manifest line also holds its `angle`,
+`quad` and `landmarks`; `crop` is then the same square unrolled.
+
 `toonjax dataset pack OUT DEST --resolution N` packs exactly the files listed in OUT/keep.txt.
 Running the command again skips the pages listed in pages.jsonl; every file is written under a
 temporary name and renamed, so an interrupted run leaves no half-written crop. When keep.txt
@@ -44,8 +48,8 @@ import numpy as np
 from toonjax.data import fsguard
 from toonjax.data import pack as packlib
 from toonjax.errors import DatasetError
+from toonjax.faces import align, anime, dedup, detect, panels, review
 from toonjax.faces import crops as croplib
-from toonjax.faces import dedup, detect, panels, review
 
 MANIFEST = "manifest.jsonl"
 PAGES = "pages.jsonl"
@@ -57,7 +61,7 @@ STATE = ".extract_state.json"
 
 @dataclasses.dataclass
 class Options:
-    detector: str
+    detector: str = "auto"  # see toonjax.faces.detect: auto = animeface (the `anime` extra)
     conf: float = 0.7
     nms: float = 0.45
     classes: list[int] | None = None
@@ -315,9 +319,15 @@ def process_page(page: np.ndarray, rel: str, detector, opts: Options, out: Path)
     for px, py, pw, ph in boxes:
         sub = page[py : py + ph, px : px + pw]
         for det in detect.detect_tiled(detector, sub, nms_iou=opts.nms):
-            x, y, bw, bh = det.box
-            face = (x + px, y + py, bw, bh)
-            cb = croplib.square_box(face, w, h, opts.margin, opts.border)
+            det = det.shifted(px, py)
+            face = det.box
+            level = _level_crop(det, w, h, opts) if det.landmarks is not None else None
+            if level is None:
+                cb = croplib.square_box(face, w, h, opts.margin, opts.border)
+                crop_box, padded, side = [cb.x, cb.y, cb.side], cb.padded_frac, cb.side
+            else:
+                quad, crop_box, padded = level
+                side = crop_box[2]
             cid = f"{stem}-{k:03d}"
             k += 1
             rec = {
@@ -326,17 +336,25 @@ def process_page(page: np.ndarray, rel: str, detector, opts: Options, out: Path)
                 "page_size": [w, h],
                 "panel": [px, py, pw, ph],
                 "face": _r(face),
-                "crop": [cb.x, cb.y, cb.side],
-                "padded": round(cb.padded_frac, 4),
+                "crop": crop_box,
+                "padded": round(padded, 4),
                 "score": round(det.score, 4),
                 "cls": det.cls,
                 "file": None,
             }
-            if cb.side < opts.min_face:
-                rec["verdicts"] = {"size": f"too small ({cb.side} < {opts.min_face} px)"}
+            if level is not None:
+                rec["angle"] = round(anime.roll_degrees(det.landmarks), 2)
+                rec["quad"] = [_r(q) for q in quad]
+                rec["landmarks"] = {n: _r(v) for n, v in sorted(det.landmarks.items())}
+            if side < opts.min_face:
+                rec["verdicts"] = {"size": f"too small ({side} < {opts.min_face} px)"}
                 records.append(rec)
                 continue
-            crop = croplib.resize_square(croplib.cut(page, cb, opts.border), opts.size)
+            if level is None:
+                crop = croplib.resize_square(croplib.cut(page, cb, opts.border), opts.size)
+            else:
+                border = "replicate" if opts.border == "clip" else opts.border
+                crop, _ = align.warp_quad(page, quad, opts.size, border=border)
             rec["blur"] = round(dedup.laplacian_var(crop), 2)
             rec["hashes"] = dedup.hashes(crop)
             rec["verdicts"] = {"size": "ok"}
@@ -344,6 +362,23 @@ def process_page(page: np.ndarray, rel: str, detector, opts: Options, out: Path)
             _atomic_write(out / rec["file"], _encode_png(crop))
             records.append(rec)
     return records, len(boxes)
+
+
+def _level_crop(det, page_w: int, page_h: int, opts: Options):
+    """(quad, [x, y, side] of the same square unrolled, padded fraction) of a detection with
+    landmarks: the box's square with margin, rolled so the eyes are level
+    (`toonjax.faces.anime`); with border "clip" it shrinks about its centre into the page."""
+    angle = anime.roll_degrees(det.landmarks)
+    quad = anime.level_quad(det.box, angle, opts.margin)
+    if opts.border == "clip":
+        quad = anime.shrink_inside(quad, page_w, page_h)
+    side = max(1, int(round(align.quad_side(quad))))
+    cx, cy = quad.mean(0) + 0.5
+    area = float(align.quad_side(quad) ** 2)
+    page = np.array([[0, 0], [page_w, 0], [page_w, page_h], [0, page_h]], np.float32)
+    inside, _ = cv2.intersectConvexConvex((quad + 0.5).astype(np.float32), page)
+    padded = 0.0 if opts.border == "clip" else max(0.0, 1.0 - float(inside) / max(area, 1e-9))
+    return quad, [int(round(cx - side / 2)), int(round(cy - side / 2)), side], padded
 
 
 def _finalize(out: Path, opts: Options, records: list[dict]) -> tuple[int, int, str]:
@@ -424,6 +459,9 @@ def extract(src, out, opts: Options, *, verbose: bool = True, log=None) -> Extra
     """Runs the whole extraction (see the module docstring); resumable on the same OUT."""
     log = log or print
     _check(opts)
+    # `auto` is resolved first, so OUT's settings name the detector that made its crops.
+    given = opts.detector
+    opts = dataclasses.replace(opts, detector=detect.resolve_spec(opts.detector))
     # The model is loaded and checked before anything is read or written.
     detector = detect.load_detector(
         opts.detector,
@@ -436,6 +474,8 @@ def extract(src, out, opts: Options, *, verbose: bool = True, log=None) -> Extra
         # boxes whose crop would fall under --min-face are dropped anyway: don't search them
         min_size=max(24, int(opts.min_face / (1 + 2 * opts.margin))),
     )
+    if verbose and opts.detector != given:
+        log(f"detector: {opts.detector} (the default)")
     out = Path(out)
     # Before anything is written: OUT is not SRC (nor inside or around it), and is new, empty
     # or made by this command.

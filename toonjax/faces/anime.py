@@ -124,7 +124,7 @@ class AnimeFaceDetector:
     def _faces(self, img: np.ndarray):
         from PIL import Image
 
-        return self._af.detect(Image.fromarray(np.ascontiguousarray(img), "RGB"))
+        return self._af.detect(Image.fromarray(np.ascontiguousarray(img, np.uint8)))
 
     def check(self) -> None:
         """Runs the detector on a known drawing; DetectorError (one line) when it misses."""

@@ -145,9 +145,11 @@ def comic_page(
     min_half_width: int = 45,
     max_half_width: int = 90,
     max_angle: float = 20.0,
+    skins=SKINS,
 ) -> tuple[np.ndarray, list[DrawnFace]]:
     """A page of rows x cols framed panels on white gutters, one face per panel (random
-    size, roll and colours) plus a speech balloon with text lines in some panels."""
+    size, roll and colours; skin colours from `skins`) plus a speech balloon with text lines
+    in some panels."""
     rng = np.random.default_rng(seed)
     page = blank(height, width)
     gutter = 24
@@ -169,7 +171,7 @@ def comic_page(
                     cy,
                     s,
                     angle=float(rng.uniform(-max_angle, max_angle)),
-                    skin=SKINS[rng.integers(len(SKINS))],
+                    skin=skins[rng.integers(len(skins))],
                     hair=HAIRS[rng.integers(len(HAIRS))],
                     eye=EYES[rng.integers(len(EYES))],
                 )

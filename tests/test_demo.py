@@ -377,8 +377,10 @@ def test_browser_upload_toonify_and_a_bad_file(page, engine, photo_file, tmp_pat
 
 def test_browser_screenshot(page, tmp_path):
     """The page as a user sees it; TOONJAX_DEMO_SCREENSHOT=docs/demo.png keeps a copy."""
+    for close in page.locator("button.toast-close").all():  # the error of the previous test
+        close.click()
     open_tab(page, "Blend")
-    time.sleep(0.3)
+    time.sleep(0.5)
     out = tmp_path / "demo.png"
     page.screenshot(path=str(out), full_page=True)
     img = np.asarray(PIL.Image.open(out).convert("RGB"))

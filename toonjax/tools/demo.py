@@ -72,7 +72,10 @@ SEFA_TOP = 5
 SEFA_RANGE = 10.0
 MAX_SEED = 2**32 - 1
 CARTOON_SIDE = 256
-CSS = "img {image-rendering: pixelated;}"  # small networks' images enlarged without blur
+# Output images fill their box; small networks' pictures are enlarged without blur.
+CSS = (
+    ".toonjax-out img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;}"
+)
 
 # What makes each network the demo reads, for the one-line error when it is missing.
 MAKE = {
@@ -608,7 +611,10 @@ def build_app(engine: DemoEngine, options: AppOptions | None = None):
     q = dict(concurrency_id="model", concurrency_limit=opts.concurrency_limit)
     res = engine.resolution
     shown = max(256, res)  # small networks are shown enlarged (nearest) by the page's CSS
-    img_kw = dict(format="png", height=shown, buttons=["download"], interactive=False)
+    img_kw = dict(
+        format="png", height=shown, buttons=["download"], interactive=False,
+        elem_classes=["toonjax-out"],
+    )  # fmt: skip
     names = engine.names
     head = f"**{names['network']}** ({res}x{res})"
     if engine.can_blend:

@@ -526,9 +526,6 @@ class DemoEngine:
         t = time.perf_counter()
         self.generate(0, 1.0, 0 if self.c_dim else None)
         out["generate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        self.generate(0, 0.7, 0 if self.c_dim else None, grid=True)
-        out["grid"] = time.perf_counter() - t
         if self.toon is not None:
             t = time.perf_counter()
             self.blend(self.latents(0, 1.0, 0 if self.c_dim else None), 8, 0.0)

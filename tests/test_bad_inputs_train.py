@@ -374,3 +374,28 @@ def test_checkpoint_of_an_older_state_resumes_with_the_later_field_fresh(tmp_pat
     abstract2 = {"step": abstract.step, "w": abstract.w, "other": abstract.ada_rt}
     with common.Checkpointer(tmp_path) as ck, pytest.raises(common.TrainingError, match="other"):
         ck.restore(5, abstract2)
+
+
+def test_failed_read_leftovers_are_silenced_and_nothing_else(caplog):
+    """After a failed restore, asyncio's 'never retrieved' reports of orbax's read tasks and
+    the unraisable read coroutines are dropped; other reports still get through."""
+    import logging
+    import types
+
+    common._finalize_failed_reads()
+    log = logging.getLogger("asyncio")
+    orbax_exc = Exception("Encountered error while reading array index: (slice(0, 4, 1),)")
+    other_exc = ValueError("something else")
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for exc in (orbax_exc, other_exc):
+            log.error(
+                "Task exception was never retrieved\nfuture: <Task finished coro=<x()>>",
+                exc_info=(type(exc), exc, None),
+            )
+    kept = [r.exc_info[1] for r in caplog.records if r.name == "asyncio"]
+    assert kept == [other_exc]
+    leftover = types.SimpleNamespace(exc_value=orbax_exc, object=None)
+    assert common._is_failed_read_leftover(leftover)
+    assert not common._is_failed_read_leftover(
+        types.SimpleNamespace(exc_value=other_exc, object=None)
+    )

@@ -452,7 +452,28 @@ def _finalize_failed_reads() -> None:
                 previous(unraisable)
 
         sys.unraisablehook = hook
+        # A read task whose exception nobody retrieved is reported by asyncio's logger
+        # ('Task exception was never retrieved', with a traceback) when it is collected.
+        logging.getLogger("asyncio").addFilter(_FailedReadTasks())
     gc.collect()
+
+
+class _FailedReadTasks(logging.Filter):
+    """Drops asyncio's reports of orbax read tasks left behind by a failed restore."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if "never retrieved" not in text and "destroyed but it is pending" not in text:
+            return True
+        detail = f"{getattr(record, 'args', '')} {record.exc_info[1] if record.exc_info else ''}"
+        ctx = " ".join(str(v) for v in (record.__dict__.get("context") or {}).values())
+        blob = f"{text} {detail} {ctx}"
+        return not (
+            "orbax" in blob
+            or "_read_array_index" in blob
+            or "TensorStore" in blob
+            or "Encountered error while reading" in blob
+        )
 
 
 _UNRAISABLE_FILTERED = False

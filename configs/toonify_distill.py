@@ -27,8 +27,10 @@ Variants (after the colon; combine with commas, e.g. `toonify_distill.py:toyface
 
   ffhq256: the real recipe, for a GPU: 256x256 pairs from FFHQ-256 and its blended toon
     (about 20,000 pairs: the anchors found 3,000 too few, 7,000-26,000 enough), 500 held out;
-    the full CartoonGAN translator (64 channels, 8 residual blocks, instance norm, reflection
-    padding), batch 8, 20 epochs (48,750 steps), Adam 2e-4 (0.5, 0.999); L1 1.0 + LPIPS 0.8
+    a light CartoonGAN translator (32 channels, 6 residual blocks: 2.2 M parameters, the size
+    of the face-paint generators that serve photo-to-cartoon in production, e.g. AnimeGANv2's;
+    instance norm, reflection padding; one photo in about 0.3-0.5 s on a 2-core CPU, see
+    BENCHMARKS.md), batch 8, 20 epochs (48,750 steps), Adam 2e-4 (0.5, 0.999); L1 1.0 + LPIPS 0.8
     (pSp's `lpips_lambda` 0.8 next to its pixel term 1.0) + a conditional patch
     discriminator (D sees base | toon-or-translation, 6 channels; BCE as pix2pix) at
     gan_weight 0.01 (pix2pix's lambda_L1 = 100 : 1). LPIPS weights are required
@@ -39,6 +41,9 @@ Variants (after the colon; combine with commas, e.g. `toonify_distill.py:toyface
           --config.data.path=data/pairs256
 
     Not run here (no GPU in this project's sessions so far).
+
+  wide: with ffhq256, the full CartoonGAN translator (64 channels, 8 residual blocks, 11.1 M
+    parameters): more capacity, about 7x the compute per photo (3-4 s on the 2-core CPU).
 
   runlocal: shrinks any variant to a seconds-long smoke run (what the tests launch): a
     built-in synthetic pair set (toy faces -> the same faces restyled; no networks) at 32x32,
@@ -53,7 +58,7 @@ structural stand-in, not a perceptual metric) or 'none'.
 
 import ml_collections
 
-VARIANTS = ("toyfaces", "ffhq256", "runlocal")
+VARIANTS = ("toyfaces", "ffhq256", "wide", "runlocal")
 
 
 def get_config(arg: str = "toyfaces") -> ml_collections.ConfigDict:
@@ -120,8 +125,8 @@ def get_config(arg: str = "toyfaces") -> ml_collections.ConfigDict:
     if "ffhq256" in variants:
         c.data.path = "data/pairs256"
         c.net.resolution = 256
-        c.net.g_channels = 64
-        c.net.g_res_blocks = 8
+        c.net.g_channels = 32
+        c.net.g_res_blocks = 6
         c.net.d_channels = 64
         c.net.d_stages = 3
         c.loss.lpips_weights = ""
@@ -132,6 +137,10 @@ def get_config(arg: str = "toyfaces") -> ml_collections.ConfigDict:
         c.num_samples = 8
         c.checkpoint_every = 2500
         c.evaluate_every = 2500
+
+    if "wide" in variants:
+        c.net.g_channels = 64
+        c.net.g_res_blocks = 8
 
     if "runlocal" in variants:
         c.data.path = "data/distill-synthetic-32-runlocal"

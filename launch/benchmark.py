@@ -10,6 +10,8 @@ after warm-up), compile seconds and peak memory.
     python launch/benchmark.py --what project --batch 1 --steps 3 --reference torch \
         --sg2ada_src /tmp/sg2ada
     python launch/benchmark.py --what cartoonize --sizes 256,512 --batches 1,8 --reference torch
+    python launch/benchmark.py --what toonify [--config configs/toonify_distill.py:ffhq256] \
+        [--batch 8] [--noproject]   # translator (one pass) vs projection toonify, same photo
     python launch/benchmark.py --config configs/cartoongan.py:paper --what train_step --steps 2 \
         --reference torch     # CartoonGAN iteration vs launch/cartoongan_train_torch.py
 """
@@ -25,7 +27,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WHAT = flags.DEFINE_enum(
     "what",
     "train_step",
-    ["train_step", "loader", "g_forward", "inception", "project", "cartoonize"],
+    ["train_step", "loader", "g_forward", "inception", "project", "cartoonize", "toonify"],
     "What to time.",
 )
 _STEPS = flags.DEFINE_integer(
@@ -60,6 +62,9 @@ _SIZES = flags.DEFINE_list(
     "sizes", ["256", "512"], "cartoonize: photo sizes, N (square) or HxW, e.g. 256,720x1280."
 )
 _BATCHES = flags.DEFINE_list("batches", ["1", "8"], "cartoonize: batch sizes.")
+_PROJECT = flags.DEFINE_bool(
+    "project", True, "toonify: also time the projection path (minutes on a CPU)."
+)
 
 
 def _cartoonize() -> None:
@@ -82,6 +87,13 @@ def _cartoonize() -> None:
 
 def main(argv):
     del argv
+    if _WHAT.value == "toonify":  # --config: a configs/toonify_distill.py variant (ffhq256)
+        r = benchmark.bench_toonify(
+            _CONFIG.value, repeats=_STEPS.value or 10, batch=_BATCH.value or 8,
+            project=_PROJECT.value,
+        )  # fmt: skip
+        print(benchmark.toonify_lines(r), flush=True)
+        return
     if _WHAT.value == "cartoonize":  # needs no config
         _cartoonize()
         return

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from conftest import load_file_module
 
 from toonjax.tools import benchmark
@@ -79,6 +80,7 @@ def test_inception_benchmark_reports_reference(monkeypatch):
     assert plain.reference is None and "reference" not in plain.line()
 
 
+@pytest.mark.slow  # over a minute on 2 cores (default suite budget: 20 min)
 def test_project_benchmark_reports_reference(repo_root):
     """`bench_project(reference=...)`: toonjax's step time, and the reference's per-target step
     scaled to the batch (the reference projects one target per run)."""
@@ -102,3 +104,14 @@ def test_project_benchmark_reports_reference(repo_root):
     assert r.what == "project" and r.batch_size == 2 and r.img_per_s > 0
     assert "2 target(s)" in r.line() and "one target per run, 2 target(s) = 2 runs" in r.line()
     assert r.reference["name"] == "stand-in" and len(r.reference["times_s"]) == 1
+
+
+def test_toonify_benchmark_times_the_translator_path(repo_root):
+    """The translator side of `--what toonify` on the runlocal translator (32x32): a latency per
+    photo that includes the alignment and one forward pass, and a batch throughput."""
+    config = load_file_module(repo_root / "configs" / "toonify_distill.py").get_config("runlocal")
+    r = benchmark.bench_toonify(config, repeats=2, batch=2, project=False)
+    assert r["resolution"] == 32 and r["translator_params"] > 0
+    assert 0 < r["forward_s"] <= r["translator_s"] and r["batch_img_per_s"] > 0
+    assert r["align_method"] in ("haar", "none")
+    assert "img/s" in benchmark.toonify_lines(r)

@@ -77,3 +77,26 @@ def test_conv2d_float32_upsampling_layer_gradient_matches_xla(monkeypatch):
     want = jax.vjp(layer, x, w)[1](dy)
     for g, r in zip(got, want, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(jnp.abs(r).max()))
+
+
+def test_few_output_conv_is_the_convolution_and_its_gradients():
+    """A 7x7 64 -> 3 layer (an image-to-image network's output) takes the CPU matmul + shifted
+    adds path; values and both gradients equal XLA's convolution to float32 rounding."""
+    x = jax.random.normal(jax.random.key(0), (2, 20, 18, 64))
+    w = jax.random.normal(jax.random.key(1), (3, 64, 7, 7)) * 0.05
+    pads = ((3, 3), (2, 4))
+    assert ops._few_outputs(w, (1, 1)) and not ops._few_outputs(w, (2, 2))
+    fast = ops._conv(x, w, (1, 1), pads)
+    ref = ops._lax_conv(x, w, (1, 1), pads)
+    assert fast.shape == ref.shape == (2, 20, 18, 3)
+    np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-5)
+    direct = ops._conv_taps_matmul(x, w, pads)
+    np.testing.assert_allclose(direct, ref, rtol=1e-5, atol=1e-5)
+
+    def loss(f):
+        return lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+
+    g_fast = jax.grad(loss(lambda x, w: ops._conv(x, w, (1, 1), pads)), (0, 1))(x, w)
+    g_ref = jax.grad(loss(lambda x, w: ops._lax_conv(x, w, (1, 1), pads)), (0, 1))(x, w)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

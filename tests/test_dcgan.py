@@ -62,9 +62,16 @@ def _small(repo_root, tmp_path, variant="runlocal", **over):
     "variant,over",
     [
         ("runlocal", {}),
-        ("toyfaces", {"data.toyfaces_n": 64, "total_steps": 1}),
-        ("toyfaces,res64", {"data.toyfaces_n": 64, "total_steps": 1}),
-        ("lucky", {"data.toyfaces_n": 256, "epochs": 0, "total_steps": 1}),
+        pytest.param(
+            *("toyfaces", {"data.toyfaces_n": 64, "total_steps": 1}), marks=pytest.mark.slow
+        ),
+        pytest.param(
+            *("toyfaces,res64", {"data.toyfaces_n": 64, "total_steps": 1}), marks=pytest.mark.slow
+        ),
+        pytest.param(
+            *("lucky", {"data.toyfaces_n": 256, "epochs": 0, "total_steps": 1}),
+            marks=pytest.mark.slow,
+        ),
         ("lucky,runlocal", {}),
     ],
 )
@@ -77,6 +84,7 @@ def test_one_step_smoke_of_every_variant(repo_root, tmp_path, variant, over):
     assert (tmp_path / "run" / "checkpoints" / str(c.total_steps)).is_dir()
 
 
+@pytest.mark.slow  # over a minute on 2 cores (default suite budget: 20 min)
 def test_d_loss_decreases_on_toy_faces(repo_root, tmp_path):
     c = _small(
         repo_root,
@@ -178,6 +186,7 @@ def test_phase_conv_transpose_matches_the_dilated_definition():
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
+@pytest.mark.slow  # over a minute on 2 cores (default suite budget: 20 min)
 def test_ada_in_the_dcgan_step(repo_root, tmp_path):
     """aug: fixed p=0 is the plain step exactly; p=1 changes it; 'ada' moves p as the reference."""
     c = _small(repo_root, tmp_path)

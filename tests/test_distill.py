@@ -308,6 +308,7 @@ def test_runlocal_smoke_grids_metrics_and_heldout(smoke_run):
     assert all(np.isfinite(v) for r in rows for v in r.values())
 
 
+@pytest.mark.slow  # over a minute on 2 cores (default suite budget: 20 min)
 def test_stop_and_rerun_equals_uninterrupted(repo_root, smoke_run, tmp_path):
     """2 steps, then the same command to 4: the state and data position of the uninterrupted
     4 steps, bit for bit."""

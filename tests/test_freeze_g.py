@@ -168,6 +168,7 @@ def freeze_run(repo_root, tmp_path_factory):
     return c, init, state, out.getvalue()
 
 
+@pytest.mark.slow  # over a minute on 2 cores (default suite budget: 20 min)
 def test_freeze_run_keeps_frozen_leaves_in_G_and_G_ema(freeze_run):
     c, init, state, log = freeze_run
     assert int(state.step) == 2
@@ -188,6 +189,7 @@ def test_freeze_run_keeps_frozen_leaves_in_G_and_G_ema(freeze_run):
     assert line in log, log
 
 
+@pytest.mark.slow  # shares the slow freeze_run fixture
 def test_freeze_run_has_no_adam_moments_for_frozen_leaves(freeze_run):
     c, init, state, _ = freeze_run
     frozen = sg2.g_frozen_leaves(c, init.G["params"])

@@ -237,6 +237,7 @@ def test_project_w_recovers_image(net32, projected_w):
         assert np.allclose((maps**2).mean(axis=(1, 2)), 1, atol=1e-3), name
 
 
+@pytest.mark.slow  # over a minute on 2 cores (default suite budget: 20 min)
 def test_cli_project_smoke(tmp_path, capsys, small_lpips):
     import PIL.Image
 

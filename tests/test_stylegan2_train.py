@@ -72,6 +72,7 @@ def _runlocal(repo_root, tmp_path, **over):
     return c
 
 
+@pytest.mark.slow  # over a minute on 2 cores (default suite budget: 20 min)
 def test_runlocal_run_with_freezed_and_ada(repo_root, tmp_path):
     """One short training run (one compilation) checked for FreezeD, ADA's p and the workdir.
 
@@ -266,6 +267,7 @@ def _assert_same_updates(a, b, skip=()):
     assert checked > 4
 
 
+@pytest.mark.slow  # over a minute on 2 cores (default suite budget: 20 min)
 def test_gradient_accumulation_equals_the_whole_batch(repo_root, tmp_path):
     """batch 8 in 2 rounds of batch_gpu 4 = one round of 8, for losses without cross-sample terms.
 

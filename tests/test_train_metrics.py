@@ -54,6 +54,7 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # over a minute on 2 cores (default suite budget: 20 min)
 def test_fid_every_tick_logged_and_best_network_kept(
     repo_root, tmp_path, features_npz, monkeypatch
 ):

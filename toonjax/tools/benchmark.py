@@ -770,3 +770,155 @@ def bench_cartoongan_train(
         note=note,
         reference=ref,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Toonify a photo: the distilled translator (one forward pass) against projection (#14).
+
+
+def _config_file(name: str, variant: str) -> ml_collections.ConfigDict:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs" / name
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py") + "_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(variant)
+
+
+def bench_toonify(
+    distill_config: ml_collections.ConfigDict | None = None,
+    photo: np.ndarray | None = None,
+    repeats: int = 10,
+    batch: int = 8,
+    project: bool = True,
+    preset: str = "fast",
+    align_method: str = "haar",
+) -> dict:
+    """Seconds per photo of `toonify_translator` (align + one forward pass of the translator of
+    `distill_config`, default configs/toonify_distill.py:ffhq256, random weights) against
+    `toonify` with projection (`preset`) into a paper256 StyleGAN2 (random weights) rendered
+    by a second one, on the same photo in the same run; plus the translator's images/s at
+    `batch`. Network loading and compilation are timed apart (a server pays them once).
+
+    The projection's time is its whole run for this photo minus its compilation (the first
+    chunk's excess over a compiled chunk); with random weights the `fast` preset's plateau stop
+    decides the step count as it would on a real network, between its 100 and 250 steps."""
+    import tempfile
+
+    from toonjax.convert import cartoongan as ccg
+    from toonjax.convert.network import NetworkBundle
+    from toonjax.faces import align as A
+    from toonjax.nets import vgg
+    from toonjax.tools import toonify as T
+    from toonjax.train import distill
+
+    if distill_config is None:
+        distill_config = _config_file("toonify_distill.py", "ffhq256")
+    res = int(distill_config.net.resolution)
+    if photo is None:
+        try:
+            import skimage.data
+
+            photo = skimage.data.astronaut()
+        except ImportError:  # a synthetic photo: a face-like ellipse on a gradient
+            photo = np.zeros((512, 512, 3), np.uint8)
+            photo[...] = np.linspace(40, 200, 512, dtype=np.uint8)[:, None, None]
+            align_method = "none"
+    out: dict[str, Any] = {"device": _device_name(), "resolution": res, "batch": batch}
+    G = distill.build(distill_config).G
+    variables = random_variables(G, jnp.zeros((1, res, res, 3)), False, seed=0)
+    params = jax.tree.map(lambda a: np.asarray(a) * 0.02, variables["params"])
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs = {
+            f.name: getattr(G, f.name)
+            for f in __import__("dataclasses").fields(G)
+            if f.name not in ("parent", "name")
+        }
+        bundle = ccg.TranslatorBundle("bench", "toonjax-distill", kwargs, params,
+                                      ccg.Conventions(), {"resolution": res})  # fmt: skip
+        t = time.perf_counter()
+        ft = T.FaceTranslator(ccg.save_translator(f"{tmp}/translator", bundle))
+        out["translator_load_s"] = time.perf_counter() - t
+        out["translator_params"] = int(sum(a.size for a in jax.tree.leaves(params)))
+        out["translator_compile_s"] = ft.warmup(1, res)
+        kw = dict(align_method=align_method, verbose=False)
+        import warnings
+
+        warnings.simplefilter("ignore", A.AlignWarning)  # the upscaled crop: said in the note
+        T.toonify_translator(ft, photo, None, **kw)  # align's detector loads once
+        times, fwd = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            r = T.toonify_translator(ft, photo, None, **kw)
+            times.append(time.perf_counter() - t)
+            fwd.append(r.timings["translate"])
+        out["translator_s"] = statistics.median(times)
+        out["translator_p90_s"] = float(np.percentile(times, 90))
+        out["forward_s"] = statistics.median(fwd)
+        out["align_method"] = r.align_method
+        faces = np.repeat(r.aligned[None], batch, 0)
+        ft.warmup(batch, res)
+        bt = []
+        for _ in range(max(2, repeats // 4)):
+            t = time.perf_counter()
+            ft(faces)
+            bt.append(time.perf_counter() - t)
+        out["batch_img_per_s"] = batch / statistics.median(bt)
+        out["peak_host_mb_translator"] = _peak_host_mb()
+        if not project:
+            return out
+
+        from toonjax.nets.stylegan2 import Generator
+
+        sg = _config_file("stylegan2_ada.py", "paper256")
+        gk, note = g_forward_kwargs(sg)
+
+        def random_bundle(seed: int, name: str) -> NetworkBundle:
+            Gs = Generator(**gk)
+            v = random_variables(Gs, jnp.zeros((1, Gs.z_dim)), None, seed=seed)
+            v = jax.tree.map(np.asarray, v)
+            return NetworkBundle(name, "nvlabs-pytorch", gk, None, {"G_ema": v})
+
+        base, toon = random_bundle(0, "paper256-a"), random_bundle(1, "paper256-b")
+        lp = vgg.LPIPS()
+        x = jnp.zeros((1, 32, 32, 3))
+        lpv = jax.tree.map(lambda a: jnp.abs(a) * 0.01, random_variables(lp, x, x, seed=1))
+        t = time.perf_counter()
+        pr = T.toonify(base, toon, photo, f"{tmp}/project", align_method=align_method,
+                       preset=preset, lpips=(lp, lpv), verbose=False)  # fmt: skip
+        total = time.perf_counter() - t
+        chunks = pr.projection.chunk_seconds
+        compile_s = max(0.0, chunks[0] - chunks[1]) if len(chunks) > 1 else 0.0
+        tm = pr.timings
+        out.update(
+            project_steps=pr.steps,
+            project_compile_s=compile_s,
+            project_s=tm["align"] + tm["project"] - compile_s + tm["render"],
+            project_total_s=total,
+            project_s_per_step=(tm["project"] - compile_s) / max(pr.steps, 1),
+            project_note=f"paper256 random weights ({note}), preset {preset}, space w+",
+            peak_host_mb=_peak_host_mb(),
+        )
+        out["speedup"] = out["project_s"] / out["translator_s"]
+    return out
+
+
+def toonify_lines(r: dict) -> str:
+    s = (
+        f"toonify translator ({r['translator_params'] / 1e6:.2f} M params, {r['resolution']}x"
+        f"{r['resolution']}, align {r['align_method']}): {r['translator_s'] * 1e3:.0f} ms per "
+        f"photo (median; p90 {r['translator_p90_s'] * 1e3:.0f} ms; forward pass "
+        f"{r['forward_s'] * 1e3:.0f} ms), compile {r['translator_compile_s']:.1f} s; batch "
+        f"{r['batch']}: {r['batch_img_per_s']:.2f} img/s; {r['device']}"
+    )
+    if "project_s" in r:
+        s += (
+            f"\ntoonify projection ({r['project_note']}): {r['project_s']:.1f} s per photo "
+            f"({r['project_steps']} steps at {r['project_s_per_step']:.2f} s, compile "
+            f"{r['project_compile_s']:.1f} s apart; whole call {r['project_total_s']:.1f} s)"
+            f"\ntranslator / projection speed-up: {r['speedup']:.0f}x; peak host RSS "
+            f"{r['peak_host_mb']:.0f} MB"
+        )
+    return s

@@ -631,3 +631,108 @@ def generate_pairs(
         + "/".join(f"{v:.3f}" for v in pct)
     )
     return meta
+
+
+# ------------------------------------------------------------------------------------------------
+# Fidelity of a distilled translator against the projection path, on held-out pairs.
+
+
+def _l1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image mean |a - b| of uint8 images in [-1, 1] units (the trainer's held-out L1)."""
+    d = np.abs(a.astype(np.float32) - b.astype(np.float32)) / 127.5
+    return d.reshape(len(a), -1).mean(1)
+
+
+def _lpips_of(lpips, a: np.ndarray, b: np.ndarray, batch: int = 50) -> np.ndarray | None:
+    if lpips is None:
+        return None
+    module, variables = lpips
+
+    @jax.jit
+    def dist(x, y):
+        f = lambda u: jnp.asarray(u, jnp.float32) / 127.5 - 1  # noqa: E731
+        return module.apply(variables, f(x), f(y))[0].reshape(-1)
+
+    return np.concatenate([np.asarray(dist(a[i : i + batch], b[i : i + batch]))
+                           for i in range(0, len(a), batch)])  # fmt: skip
+
+
+def fidelity(
+    translator: str | os.PathLike,
+    pairs: str | os.PathLike,
+    *,
+    n: int = 500,
+    base: str | os.PathLike | NetworkBundle | None = None,
+    toon: str | os.PathLike | NetworkBundle | None = None,
+    project_n: int | None = None,
+    preset: str = "fast",
+    space: str = "w+",
+    lpips: tuple | None = None,
+    batch: int = 50,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """L1 (and LPIPS when `lpips` = (module, variables) is given) between the StyleGAN toon
+    image of the last `n` pairs of `pairs` (the held-out end of the set: the trainer holds out
+    the last `data.holdout`) and: the translator's output on the base image; the base image
+    itself (the identity, a floor to beat); with `base` and `toon`, the projection path
+    (project the base image into `base`, render the ws with `toon`) on the first `project_n`
+    (default n) of those pairs, projected `batch` at a time with the `preset`.
+
+    The projector needs LPIPS weights (its loss): `lpips`, else the converted files of the
+    features folder (`toonjax convert-features`)."""
+    from toonjax.data import paired
+    from toonjax.tools import project as P
+    from toonjax.tools import toonify as T
+
+    say = print if verbose else (lambda *a, **k: None)
+    meta = paired.read_pairs(pairs)
+    n = min(int(n), meta.count)
+    start = meta.count - n
+    b_img, t_img = paired.read_images(pairs, start, meta.count)
+    ft = T.FaceTranslator(translator)
+    if ft.resolution is not None and ft.resolution != b_img.shape[1]:
+        raise DistillError(
+            f"{translator} was trained at {ft.resolution}x{ft.resolution}; the pairs in {pairs} "
+            f"are {b_img.shape[1]}x{b_img.shape[2]}"
+        )
+    t = time.perf_counter()
+    y = np.concatenate([ft(b_img[i : i + batch]) for i in range(0, n, batch)])
+    out: dict[str, Any] = {"n": n, "first": start, "pairs": str(pairs)}
+    out["translator_s_per_image"] = (time.perf_counter() - t) / n
+    for name, img in (("translator", y), ("identity", b_img)):
+        out[f"{name}_l1"] = float(_l1(img, t_img).mean())
+        lp = _lpips_of(lpips, img, t_img)
+        if lp is not None:
+            out[f"{name}_lpips"] = float(lp.mean())
+    say(f"translator on {n} held-out pairs: L1 {out['translator_l1']:.4f} (identity "
+        f"{out['identity_l1']:.4f})")  # fmt: skip
+    if base is None or toon is None:
+        return out
+    base_b, toon_b = _as_bundle(base), _as_bundle(toon)
+    T.check_same_architecture(base_b, toon_b, str(base), str(toon))
+    k = min(n, project_n or n)
+    if lpips is None:
+        from toonjax.convert.vgg import load_lpips
+
+        lpips = load_lpips()
+    cfg = P.get_config(preset)
+    rendered, steps, t = [], [], time.perf_counter()
+    for i in range(0, k, batch):
+        pr = P.project(base_b, b_img[i : min(k, i + batch)], space=space, config=cfg,
+                       lpips=lpips, seed=i)  # fmt: skip
+        rendered.append(T.render(toon_b, pr.ws))
+        steps.extend(int(s) for s in np.asarray(pr.steps_run))
+        say(f"projected {min(k, i + batch)}/{k} ({time.perf_counter() - t:.0f} s)")
+    proj = np.concatenate(rendered)
+    out["project_n"] = k
+    out["project_s_per_image"] = (time.perf_counter() - t) / k
+    out["project_mean_steps"] = float(np.mean(steps))
+    out["project_l1"] = float(_l1(proj, t_img[:k]).mean())
+    out["translator_l1_same"] = float(_l1(y[:k], t_img[:k]).mean())
+    lp = _lpips_of(lpips, proj, t_img[:k])
+    if lp is not None:
+        out["project_lpips"] = float(lp.mean())
+        out["translator_lpips_same"] = float(_lpips_of(lpips, y[:k], t_img[:k]).mean())
+    say(f"projection path on {k}: L1 {out['project_l1']:.4f} (translator on the same "
+        f"{out['translator_l1_same']:.4f})")  # fmt: skip
+    return out

@@ -5,7 +5,11 @@
     toonjax dataset pack SRC DEST --resolution 256 [--transform center-crop] [--labels folders]
     toonjax dataset pack-unpaired PHOTOS CARTOONS DEST --resolution 256 [--val-photos 16]
     toonjax dataset toyphotos-cartoons DEST [--n 2000] [--resolution 64]   (CartoonGAN data)
-    toonjax faces extract SRC OUT --detector yolo:FILE.onnx|cascade:FILE.xml [--conf 0.7] ...
+    toonjax dataset emoji SRC DEST [--style google|twitter|openmoji] [--faces smileys,people]
+        [--resolution 64]   (faces of an npm emoji package; toonjax.data.emoji)
+    toonjax faces extract SRC OUT [--detector auto|animeface|yolo:FILE.onnx|cascade:FILE.xml]
+        [--conf 0.7] ...
+    toonjax demo --network NET [--toon T] [--translator T] [--cartoonizer C]   (Gradio page)
     toonjax convert SRC DEST            (NVlabs .pkl, TF .pkl or rosinality .pt -> DEST/)
     toonjax generate --network NET --seeds 0-7 [--trunc 0.7] [--class I] --outdir OUT
     toonjax export NET --to rosinality|nvlabs-state-dict OUT.pt
@@ -176,8 +180,18 @@ def _add_faces_parser(sub) -> None:
     )
     p.add_argument("src", help="folder or zip of page images (tall webtoon strips welcome)")
     p.add_argument("out", help="output folder (re-run to resume); pack it with `dataset pack`")
-    p.add_argument("--detector", required=True, help="cascade:FILE.xml or yolo:FILE.onnx")
-    p.add_argument("--conf", type=float, default=0.7, help="YOLO score threshold (obj x cls)")
+    p.add_argument(
+        "--detector",
+        default="auto",
+        help="auto (= animeface, the [anime] extra), animeface, cascade:FILE.xml or a bundled "
+        "cascade name (cascade:haarcascade_frontalface_default.xml), yolo:FILE.onnx",
+    )
+    p.add_argument(
+        "--conf",
+        type=float,
+        default=0.7,
+        help="YOLO score (obj x cls) or animeface likelihood threshold",
+    )
     p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--classes", default=None, help="YOLO class ids to keep, e.g. 0,2")
     p.add_argument("--yolo-layout", choices=["auto", "v5", "v8"], default="auto")
@@ -518,9 +532,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     p.set_defaults(func=_cmd_dataset_pack)
     _add_unpaired_parsers(ds)
+    from toonjax.data import emoji_cli  # toonjax dataset emoji (#17)
+
+    emoji_cli.add_parsers(ds)
     _add_faces_parser(sub)
     _add_network_parsers(sub)
     toonify_cli.add_parsers(sub)
+    from toonjax.tools import demo_cli  # toonjax demo (#15)
+
+    demo_cli.add_parsers(sub)
     _add_metrics_parsers(sub)
     _add_project_parser(sub)
     _add_cartoonize_parser(sub)

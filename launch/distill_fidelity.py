@@ -1,7 +1,7 @@
 """Fidelity of a distilled translator on held-out pairs, next to the projection path (#14).
 
     python launch/distill_fidelity.py --translator runs/distill-toy --pairs data/distill-toy64 \
-        --n 500 --base runs/sg2-toyfaces --toon runs/toy-blend16 --lpips random:0 --out f.json
+        --n 500 --base runs/sg2-toyfaces --toon runs/toy-blend16 --lpips random:0 --mse 1 --out f.json
 
 L1 (and LPIPS) between the StyleGAN toon image of the last --n pairs (the trainer's held-out
 end) and: the translator's output on the base image; the base image itself; with --base and
@@ -26,6 +26,9 @@ _LPIPS = flags.DEFINE_string(
     "LPIPS for the projector's loss and the metric: a converted .npz / lpips vgg.pth, or "
     "random:SEED (a narrow random VGG: a structural stand-in when no weights are installed); "
     "default: the features folder's converted files.",
+)
+_MSE = flags.DEFINE_float(
+    "mse", None, "projector pixel-MSE weight (with --lpips random:SEED, use e.g. 1.0)."
 )
 _BATCH = flags.DEFINE_integer("batch", 50, "images per projector / translator call.")
 _OUT = flags.DEFINE_string("out", None, "write the numbers as JSON here.")
@@ -56,7 +59,8 @@ def main(argv):
         lpips = (module, variables)
     r = distill.fidelity(
         _TRANSLATOR.value, _PAIRS.value, n=_N.value, base=_BASE.value, toon=_TOON.value,
-        project_n=_PROJECT_N.value, preset=_PRESET.value, lpips=lpips, batch=_BATCH.value,
+        project_n=_PROJECT_N.value, preset=_PRESET.value, lpips=lpips, mse_weight=_MSE.value,
+        batch=_BATCH.value,
     )  # fmt: skip
     print(json.dumps(r, indent=1))
     if _OUT.value:

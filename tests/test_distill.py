@@ -388,3 +388,44 @@ def test_training_on_an_unfinished_or_missing_set_is_one_line(repo_root, tmp_pat
         ),
     )
     assert "not a paired set" in err
+
+
+def test_fidelity_on_held_out_pairs_with_the_projection_path(pair_set, tmp_path):
+    """`fidelity`: the identity's L1 is the mean |base - toon| of the last n pairs; the
+    translator's is that of its own output; the projection path projects and renders them."""
+    import dataclasses
+
+    from toonjax.convert import cartoongan as ccg
+    from toonjax.nets.translator import Translator
+    from toonjax.tools import project as P
+
+    dest, _ = pair_set
+    kw = dict(base_channels=4, num_res_blocks=1)
+    params = Translator(**kw).init(jax.random.key(0), np.zeros((1, 16, 16, 3)), train=False)
+    tr = ccg.save_translator(
+        tmp_path / "tr",
+        ccg.TranslatorBundle("t", "toonjax-distill", kw, jax.tree.map(np.asarray, params["params"]),
+                             ccg.Conventions(), {"resolution": 16}),
+    )  # fmt: skip
+    lp = dt.lpips_network(dt_config_random_lpips())[:2]
+    fast = P.PRESETS["fast"]
+    P.PRESETS["fast"] = dataclasses.replace(fast, num_steps=4, chunk=2, min_steps=2)
+    try:
+        r = distill.fidelity(tr, dest, n=4, base=base(), toon=toon(), project_n=2, lpips=lp,
+                             mse_weight=1.0, batch=2, verbose=False)  # fmt: skip
+    finally:
+        P.PRESETS["fast"] = fast
+    b, t = paired.read_images(dest, N - 4, N)
+    want = np.abs(b.astype(np.float32) - t.astype(np.float32)).mean() / 127.5
+    assert r["n"] == 4 and r["first"] == N - 4
+    assert r["identity_l1"] == pytest.approx(want, rel=1e-5)
+    assert 0 < r["translator_l1"] < 2 and r["identity_lpips"] > 0
+    assert r["project_n"] == 2 and r["project_mean_steps"] == 4 and 0 < r["project_l1"] < 2
+    assert r["project_mse_weight"] == 1.0 and "project_lpips" in r
+
+
+def dt_config_random_lpips():
+    import ml_collections
+
+    loss = {"lpips_weight": 1.0, "lpips_weights": "random:0", "lpips_widths": (4, 8, 8, 8, 8)}
+    return ml_collections.ConfigDict({"loss": loss})

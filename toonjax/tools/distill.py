@@ -668,6 +668,7 @@ def fidelity(
     preset: str = "fast",
     space: str = "w+",
     lpips: tuple | None = None,
+    mse_weight: float | None = None,
     batch: int = 50,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -679,7 +680,9 @@ def fidelity(
     (default n) of those pairs, projected `batch` at a time with the `preset`.
 
     The projector needs LPIPS weights (its loss): `lpips`, else the converted files of the
-    features folder (`toonjax convert-features`)."""
+    features folder (`toonjax convert-features`). `mse_weight` adds the projector's pixel MSE
+    term (needed when `lpips` is an untrained stand-in: alone it does not pull the image to the
+    target)."""
     from toonjax.data import paired
     from toonjax.tools import project as P
     from toonjax.tools import toonify as T
@@ -715,7 +718,7 @@ def fidelity(
         from toonjax.convert.vgg import load_lpips
 
         lpips = load_lpips()
-    cfg = P.get_config(preset)
+    cfg = P.get_config(preset, mse_weight=mse_weight)
     rendered, steps, t = [], [], time.perf_counter()
     for i in range(0, k, batch):
         pr = P.project(base_b, b_img[i : min(k, i + batch)], space=space, config=cfg,
@@ -725,6 +728,7 @@ def fidelity(
         say(f"projected {min(k, i + batch)}/{k} ({time.perf_counter() - t:.0f} s)")
     proj = np.concatenate(rendered)
     out["project_n"] = k
+    out["project_mse_weight"] = cfg.mse_weight
     out["project_s_per_image"] = (time.perf_counter() - t) / k
     out["project_mean_steps"] = float(np.mean(steps))
     out["project_l1"] = float(_l1(proj, t_img[:k]).mean())

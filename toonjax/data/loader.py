@@ -117,48 +117,32 @@ def make_dataset(
     )
 
 
-class Loader:
-    """An iterator of global batches with prefetch and a checkpointable state.
-
-    Args:
-      path: packed dataset directory.
-      batch_size: global batch size (over all devices).
-      seed: shuffle seed.
-      mirror: x-flip augmentation (doubles the epoch, see module docstring).
-      with_labels: also yield `label`.
-      workers: grain worker processes (0: a background thread decodes).
-      prefetch: batches to prefetch.
-      sharding: if given, batches are returned as global `jax.Array`s with this sharding
-        (the batch axis split over the mesh's data axis); else as numpy arrays.
-    """
+class BatchStream:
+    """Batches of a grain MapDataset, prefetched by a thread (`workers=0`) or by worker
+    processes, as numpy arrays or, with `sharding`, global `jax.Array`s; `get_state` /
+    `set_state` give a JSON-serialisable position (the next batch). Every trainer's loader is
+    one of these over its own dataset."""
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        dataset: grain.MapDataset,
         *,
-        batch_size: int,
-        seed: int = 0,
-        mirror: bool = False,
-        with_labels: bool = False,
         workers: int = 0,
         prefetch: int = 2,
         sharding: jax.sharding.Sharding | None = None,
     ):
-        self.meta = records.read_metadata(path)
-        self.dataset = make_dataset(
-            path, batch_size=batch_size, seed=seed, mirror=mirror, with_labels=with_labels
-        )
+        self.dataset = dataset
         if workers > 0:
             # grain's worker processes read absl flags; a library caller may not have parsed them.
             from absl import flags
 
             if not flags.FLAGS.is_parsed():
                 flags.FLAGS.mark_as_parsed()
-            ds = self.dataset.to_iter_dataset().mp_prefetch(
+            ds = dataset.to_iter_dataset().mp_prefetch(
                 grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch)
             )
         else:
-            ds = self.dataset.to_iter_dataset(
+            ds = dataset.to_iter_dataset(
                 grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)
             )
         self._iter = iter(ds)
@@ -187,3 +171,41 @@ class Loader:
         close = getattr(self._iter, "close", None)
         if close is not None:
             close()
+
+
+class Loader(BatchStream):
+    """An iterator of global batches with prefetch and a checkpointable state.
+
+    Args:
+      path: packed dataset directory.
+      batch_size: global batch size (over all devices).
+      seed: shuffle seed.
+      mirror: x-flip augmentation (doubles the epoch, see module docstring).
+      with_labels: also yield `label`.
+      workers: grain worker processes (0: a background thread decodes).
+      prefetch: batches to prefetch.
+      sharding: if given, batches are returned as global `jax.Array`s with this sharding
+        (the batch axis split over the mesh's data axis); else as numpy arrays.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        mirror: bool = False,
+        with_labels: bool = False,
+        workers: int = 0,
+        prefetch: int = 2,
+        sharding: jax.sharding.Sharding | None = None,
+    ):
+        self.meta = records.read_metadata(path)
+        super().__init__(
+            make_dataset(
+                path, batch_size=batch_size, seed=seed, mirror=mirror, with_labels=with_labels
+            ),
+            workers=workers,
+            prefetch=prefetch,
+            sharding=sharding,
+        )

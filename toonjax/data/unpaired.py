@@ -636,7 +636,7 @@ def make_dataset(
     return zipped.batch(batch_size, drop_remainder=True)
 
 
-class UnpairedLoader:
+class UnpairedLoader(loader_lib.BatchStream):
     """Global batches of {'photo', 'cartoon', 'smooth'} with prefetch and a checkpointable
     state (the interface of `toonjax.data.loader.Loader`)."""
 
@@ -652,44 +652,12 @@ class UnpairedLoader:
         sharding: jax.sharding.Sharding | None = None,
     ):
         self.meta = read_unpaired(path)
-        self.dataset = make_dataset(path, batch_size=batch_size, seed=seed, mirror=mirror)
-        if workers > 0:
-            from absl import flags
-
-            if not flags.FLAGS.is_parsed():
-                flags.FLAGS.mark_as_parsed()
-            ds = self.dataset.to_iter_dataset().mp_prefetch(
-                grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch)
-            )
-        else:
-            ds = self.dataset.to_iter_dataset(
-                grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)
-            )
-        self._iter = iter(ds)
-        self.sharding = sharding
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        batch = next(self._iter)
-        if self.sharding is not None:
-            batch = {
-                k: jax.make_array_from_process_local_data(self.sharding, v)
-                for k, v in batch.items()
-            }
-        return batch
-
-    def get_state(self) -> dict[str, Any]:
-        return self._iter.get_state()
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self._iter.set_state(state)
-
-    def close(self) -> None:
-        close = getattr(self._iter, "close", None)
-        if close is not None:
-            close()
+        super().__init__(
+            make_dataset(path, batch_size=batch_size, seed=seed, mirror=mirror),
+            workers=workers,
+            prefetch=prefetch,
+            sharding=sharding,
+        )
 
 
 def read_images(path: str | os.PathLike, count: int | None = None) -> np.ndarray:

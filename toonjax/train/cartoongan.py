@@ -52,6 +52,7 @@ import functools
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -784,22 +785,45 @@ def load_generator(workdir: str | Path, step: int | None = None) -> tuple[Transl
     training config (a dict), the training resolution and the checkpoint path. Nothing in the
     workdir is changed; a damaged or foreign checkpoint is a one-line error.
     """
+    return generator_from_workdir(
+        Path(workdir).expanduser().absolute(),
+        step,
+        model="cartoongan",
+        build=build,
+        init_state=init_state,
+        no_workdir="not a CartoonGAN training workdir (no checkpoints/STEP folder); train one "
+        "with `toonjax train --config configs/cartoongan.py:toyfaces --workdir DIR`",
+        other_model="give a CartoonGAN training workdir",
+    )
+
+
+def generator_from_workdir(
+    path: Path,
+    step: int | None,
+    *,
+    model: str,
+    build: Callable,
+    init_state: Callable,
+    no_workdir: str,
+    other_model: str,
+) -> tuple[Translator, dict, dict]:
+    """(G, variables, info) of a translator trainer's workdir (CartoonGAN, distill): the config
+    of checkpoint `step` (default latest) rebuilds the nets (`build`, `init_state` give the
+    state's shapes), the checkpoint restores read-only into them. `no_workdir` and
+    `other_model` end the one-line errors of a folder without checkpoints and of another
+    trainer's run."""
     from toonjax.train import common
 
-    path = Path(workdir).expanduser().absolute()
     if path.name.isdigit() and path.parent.name == "checkpoints":
         step, path = int(path.name), path.parent.parent
     ckpt_dir = path / "checkpoints"
     steps = (
         sorted(int(p.name) for p in ckpt_dir.glob("[0-9]*") if p.name.isdigit())
-        if (ckpt_dir.is_dir())
+        if ckpt_dir.is_dir()
         else []
     )
     if not steps:
-        raise ToonjaxError(
-            f"{path}: not a CartoonGAN training workdir (no checkpoints/STEP folder); train one "
-            "with `toonjax train --config configs/cartoongan.py:toyfaces --workdir DIR`"
-        )
+        raise ToonjaxError(f"{path}: {no_workdir}")
     step = steps[-1] if step is None else int(step)
     if step not in steps:
         raise ToonjaxError(f"{ckpt_dir}: no checkpoint {step} (have {', '.join(map(str, steps))})")
@@ -808,10 +832,9 @@ def load_generator(workdir: str | Path, step: int | None = None) -> tuple[Transl
         cfg = json.loads(cfg_file.read_text())
     except (OSError, ValueError) as e:
         raise ToonjaxError(f"{cfg_file}: cannot read the training config ({e})") from None
-    if cfg.get("model") != "cartoongan":
+    if cfg.get("model") != model:
         raise ToonjaxError(
-            f"{path} was trained with model {cfg.get('model')!r}, not cartoongan; "
-            "give a CartoonGAN training workdir"
+            f"{path} was trained with model {cfg.get('model')!r}, not {model}; {other_model}"
         )
     config = ml_collections.ConfigDict(cfg)
     nets = build(config)

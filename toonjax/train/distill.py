@@ -39,7 +39,6 @@ base | translator | StyleGAN toon.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -500,61 +499,20 @@ def _reals(config: ml_collections.ConfigDict, holdout: int) -> np.ndarray:
 
 
 def _workdir_translator(path: Path, step: int | None) -> tuple[Translator, dict, dict]:
-    from toonjax.train import common
-
-    if path.name.isdigit() and path.parent.name == "checkpoints":
-        step, path = int(path.name), path.parent.parent
-    ckpt_dir = path / "checkpoints"
-    steps = (
-        sorted(int(p.name) for p in ckpt_dir.glob("[0-9]*") if p.name.isdigit())
-        if ckpt_dir.is_dir()
-        else []
+    G, variables, info = cg.generator_from_workdir(
+        path,
+        step,
+        model=MODEL,
+        build=build,
+        init_state=init_state,
+        no_workdir="neither a translator directory nor a distill training workdir (no "
+        "checkpoints/STEP folder); train one with `toonjax train --config "
+        "configs/toonify_distill.py:toyfaces --workdir DIR`",
+        other_model="give a distill training workdir (configs/toonify_distill.py) or a "
+        "translator directory",
     )
-    if not steps:
-        raise ToonjaxError(
-            f"{path}: neither a translator directory nor a distill training workdir (no "
-            "checkpoints/STEP folder); train one with `toonjax train --config "
-            "configs/toonify_distill.py:toyfaces --workdir DIR`"
-        )
-    step = steps[-1] if step is None else int(step)
-    if step not in steps:
-        raise ToonjaxError(f"{ckpt_dir}: no checkpoint {step} (have {', '.join(map(str, steps))})")
-    cfg_file = ckpt_dir / str(step) / "config" / "metadata"
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except (OSError, ValueError) as e:
-        raise ToonjaxError(f"{cfg_file}: cannot read the training config ({e})") from None
-    if cfg.get("model") != MODEL:
-        raise ToonjaxError(
-            f"{path} was trained with model {cfg.get('model')!r}, not {MODEL}; give a "
-            "distill training workdir (configs/toonify_distill.py) or a translator directory"
-        )
-    config = ml_collections.ConfigDict(cfg)
-    nets = build(config)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        jax.eval_shape(lambda: init_state(config, nets)),
-    )
-    ckpt = cg._read_only_checkpointer()(ckpt_dir)
-    try:
-        state, _, _ = ckpt.restore(step, abstract)
-    except common._Damaged as e:
-        raise ToonjaxError(f"{ckpt_dir}/{step} is damaged: {e}") from None
-    finally:
-        ckpt.close()
-    variables = {"params": state.g_params}
-    if state.g_stats:
-        variables["batch_stats"] = state.g_stats
-    info = {
-        "step": step,
-        "config": cfg,
-        "resolution": int(config.net.resolution),
-        "checkpoint": str(ckpt_dir / str(step)),
-        "workdir": str(path),
-        "pairs": str(config.data.path),
-    }
-    return nets.G, variables, info
+    info["pairs"] = str(info["config"]["data"]["path"])
+    return G, variables, info
 
 
 def load_translator(

@@ -16,6 +16,7 @@ def _config(repo_root, tmp_path):
     return c
 
 
+@pytest.mark.slow  # 40 s; the toonify benchmark test covers the harness in the default suite
 def test_train_step_and_loader_benchmarks(repo_root, tmp_path):
     c = _config(repo_root, tmp_path)
     r = benchmark.bench_train_step(c, steps=3, warmup=1)

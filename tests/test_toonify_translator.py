@@ -27,7 +27,12 @@ KW = dict(base_channels=8, num_down=2, num_res_blocks=1, out_channels=3, norm="i
 @pytest.fixture(scope="module")
 def translator_dir(tmp_path_factory):
     module = Translator(**KW)
-    params = module.init(jax.random.key(3), jnp.zeros((1, RES, RES, 3)), train=False)["params"]
+    # N(0, 0.02) weights from numpy on the init's shapes: no init program to compile
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(3), jnp.zeros((1, RES, RES, 3))))
+    rng = np.random.default_rng(3)
+    params = jax.tree.map(
+        lambda s: (0.02 * rng.standard_normal(s.shape)).astype(np.float32), shapes["params"]
+    )
     bundle = ccg.TranslatorBundle(
         source="test",
         format="toonjax-distill",

@@ -388,3 +388,44 @@ def test_browser_screenshot(page, tmp_path):
     keep = os.environ.get("TOONJAX_DEMO_SCREENSHOT")
     if keep:
         shutil.copy(out, keep)
+
+
+def test_an_oversize_upload_is_refused_and_the_app_still_answers(server, tmp_path):
+    """The server refuses an upload over --max-upload-mb (10) before anything reads it."""
+    import urllib.error
+    import uuid
+
+    _, url = server
+    boundary = uuid.uuid4().hex
+    payload = os.urandom(11 * 2**20)
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        url.rstrip("/") + "/gradio_api/upload",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 413
+    small = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="s.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + b"x" * 100
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        url.rstrip("/") + "/gradio_api/upload",
+        data=small,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200 and "s.png" in r.read().decode()

@@ -429,3 +429,30 @@ def test_an_oversize_upload_is_refused_and_the_app_still_answers(server, tmp_pat
     )
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 200 and "s.png" in r.read().decode()
+
+
+def test_toonify_without_a_translator_projects_with_progress(nets, photo_file, tmp_path):
+    """The fallback: no --translator, --toon and LPIPS weights given -> the photo is projected
+    into the base and rendered by the toon (what `toonjax toonify --method project` does), the
+    projector's chunks reported as progress fractions with a time left."""
+    import ml_collections
+
+    from toonjax.tools import toonify as T
+    from toonjax.train import distill as dt
+
+    base, toon, _ = nets
+    loss = {"lpips_weight": 1.0, "lpips_weights": "random:0", "lpips_widths": (4, 8, 8, 8, 8)}
+    lp = dt.lpips_network(ml_collections.ConfigDict({"loss": loss}))[:2]
+    eng = demo.DemoEngine(base, toon, lpips=lp, align="haar", project_steps=4, sefa_top=2)
+    assert eng.toonify_mode == "project"
+    seen = []
+    photo = demo.read_upload(photo_file)
+    aligned, toon_img = eng.toonify(photo, lambda f, msg: seen.append((f, msg))).value
+    assert aligned.shape == toon_img.shape == (RES, RES, 3)
+    assert seen and all(0 < f <= 1 for f, _ in seen) and "s left" in seen[-1][1]
+    np.testing.assert_array_equal(
+        aligned, T._align_stage(photo, RES, True, "haar", T.DEFAULT_MARGIN, "p", False)[0]
+    )
+    ref = T.toonify(base, toon, photo, tmp_path / "ref", align_method="haar", steps=4, lpips=lp,
+                    verbose=False)  # fmt: skip
+    np.testing.assert_array_equal(toon_img, ref.toon)

@@ -245,6 +245,29 @@ def _align_stage(
     return aligned, cb, box, quad, M, method, how
 
 
+def _timed_align(
+    photo: str | os.PathLike | np.ndarray,
+    res: int,
+    align: bool,
+    align_method: str,
+    margin: float,
+    verbose: bool,
+    timings: dict[str, float],
+) -> tuple:
+    """Both paths' stage 1: read the photo, align it (`_align_stage`), time it into
+    `timings['align']` and say how (verbose). Returns (photo, aligned, crop box, face box,
+    quad, M, method used)."""
+    t = time.perf_counter()
+    img, photo_name = _photo(photo)
+    aligned, cb, box, quad, M, method, how = _align_stage(
+        img, res, align, align_method, margin, photo_name, verbose
+    )
+    timings["align"] = time.perf_counter() - t
+    if verbose:
+        print(f"align: {timings['align']:.2f} s ({how} -> {res}x{res})")
+    return img, aligned, cb, box, quad, M, method
+
+
 # ------------------------------------------------------------------------------------------------
 # The pipeline.
 
@@ -326,13 +349,9 @@ def toonify(
     say(f"load: {timings['load']:.2f} s (LPIPS weights, {base_name}, {toon_name})")
 
     # 1. align
-    t = time.perf_counter()
-    img, photo_name = _photo(photo)
-    aligned, cb, box, quad, M, method, how = _align_stage(
-        img, res, align and align_method != "none", align_method, margin, photo_name, verbose
+    img, aligned, cb, box, quad, M, method = _timed_align(
+        photo, res, align and align_method != "none", align_method, margin, verbose, timings
     )
-    timings["align"] = time.perf_counter() - t
-    say(f"align: {timings['align']:.2f} s ({how} -> {res}x{res})")
 
     # 2. project
     t = time.perf_counter()
@@ -521,13 +540,9 @@ def toonify_translator(
     timings["load"] = time.perf_counter() - t
     say(f"load: {timings['load']:.2f} s (translator {ft.source}, {res}x{res} crops)")
 
-    t = time.perf_counter()
-    img, photo_name = _photo(photo)
-    aligned, cb, box, quad, M, method, how = _align_stage(
-        img, res, align and align_method != "none", align_method, margin, photo_name, verbose
+    img, aligned, cb, box, quad, M, method = _timed_align(
+        photo, res, align and align_method != "none", align_method, margin, verbose, timings
     )
-    timings["align"] = time.perf_counter() - t
-    say(f"align: {timings['align']:.2f} s ({how} -> {res}x{res})")
 
     timings["compile"] = ft.warmup(1, res)  # compiles (and runs) the batch-1 program once
     t = time.perf_counter()

@@ -372,3 +372,28 @@ def test_astronaut_ffhq68(astronaut):
     out = A.paste_back(astronaut, r.aligned, r.M)
     assert np.abs(out.astype(int) - astronaut).mean() < 1.0
     print(f"astronaut ffhq68 alignment: {seconds:.2f} s (incl. loading the model the first time)")
+
+
+def test_haar_largest_finds_the_whole_picture_box_coarse_to_fine(monkeypatch):
+    skimage = pytest.importorskip("skimage")
+    img = skimage.data.astronaut()  # NASA, public domain: one frontal face
+    for im in (img, cv2.resize(img, (1024, 1024)), np.ascontiguousarray(img[:, ::-1])):
+        full = max(A.haar_faces(im), key=lambda b: b[2] * b[3])
+        (fast,) = A.haar_largest(im)
+        ix = max(0, min(full[0] + full[2], fast[0] + fast[2]) - max(full[0], fast[0]))
+        iy = max(0, min(full[1] + full[3], fast[1] + fast[3]) - max(full[1], fast[1]))
+        iou = ix * iy / (full[2] * full[3] + fast[2] * fast[3] - ix * iy)
+        assert iou > 0.85, (im.shape, full, fast)
+    # the coarse pass ran and the full search did not (a face was found coarse)
+    sizes = []
+    det = A._haar_detector()
+    orig = type(det).detect
+    monkeypatch.setattr(
+        type(det), "detect", lambda s, x, **k: sizes.append(x.shape[:2]) or orig(s, x, **k)
+    )
+    A.haar_largest(img)
+    assert max(sizes)[0] <= A.COARSE_SIDE and len(sizes) == 2, sizes
+    # no face at the coarse size: the whole picture is searched
+    sizes.clear()
+    assert A.haar_largest(np.full((512, 512, 3), 128, np.uint8)) == []
+    assert (512, 512) in sizes

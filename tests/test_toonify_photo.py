@@ -19,6 +19,7 @@ from conftest import random_lpips
 from toonjax import cli
 from toonjax.convert import vgg as cv
 from toonjax.convert.network import NetworkBundle, expected_shapes, save_network
+from toonjax.faces import align as A
 from toonjax.faces.crops import CropBox
 from toonjax.nets.stylegan2 import Generator, flatten_names, unflatten_names
 from toonjax.tools import toonify as T
@@ -150,7 +151,7 @@ def test_detect_faces_on_a_big_photo_maps_boxes_back(monkeypatch):
         return [detect.Detection((100.0, 50.0, 200.0, 250.0), 9.0)]
 
     monkeypatch.setattr(detect.CascadeDetector, "detect", fake_detect)
-    assert T.detect_faces(np.zeros((1536, 2048, 3), np.uint8)) == [(200.0, 100.0, 400.0, 500.0)]
+    assert A.haar_faces(np.zeros((1536, 2048, 3), np.uint8)) == [(200.0, 100.0, 400.0, 500.0)]
     assert seen == [((768, 1024, 3), T.HAAR_FILE)]
 
 

@@ -63,6 +63,7 @@ BORDERS = {
     "constant": cv2.BORDER_CONSTANT,
 }
 HAAR_FILE = "haarcascade_frontalface_default.xml"
+COARSE_SIDE = 256  # haar_largest's first pass (faces >= 24 px at this size)
 DETECT_MAX_SIDE = 1024  # photos are shrunk to this long side for the face detectors (speed)
 DLIB_UPSAMPLE_MAX_SIDE = 640  # at most this long side, dlib's HOG runs on a 2x upsample too
 DLIB_MIN_SCORE = 0.5  # HOG detections below this score lose to any above it (false positives)
@@ -334,14 +335,62 @@ def _shrunk(img: np.ndarray) -> tuple[np.ndarray, float]:
     return img, scale
 
 
+@functools.lru_cache(maxsize=1)
+def _haar_detector():
+    from toonjax.faces.detect import CascadeDetector
+
+    return CascadeDetector(haar_cascade_path(), min_neighbors=5, min_size=24)
+
+
 def haar_faces(img: np.ndarray) -> list[Box]:
     """Frontal-face boxes (x, y, w, h) in `img` pixels, from OpenCV's bundled Haar cascade (on
     a copy at most DETECT_MAX_SIDE px on its long side)."""
-    from toonjax.faces.detect import CascadeDetector
-
     small, scale = _shrunk(img)
-    detector = CascadeDetector(haar_cascade_path(), min_neighbors=5, min_size=24)
-    return [tuple(v / scale for v in d.box) for d in detector.detect(small)]
+    return [tuple(v / scale for v in d.box) for d in _haar_detector().detect(small)]
+
+
+def haar_largest(img: np.ndarray) -> list[Box]:
+    """The largest frontal face of `img` as `[box]` (or `[]`): the box `haar_faces` would give
+    it, found coarse to fine, about 3x faster on a 512 px photo.
+
+    The cascade's cost is in its smallest windows. It first runs on a copy at most
+    COARSE_SIDE px on its long side, which finds every face of at least 24 px there; each face
+    found is then detected again in a window around it on the DETECT_MAX_SIDE copy with
+    windows no smaller than half its coarse box, which gives back the full-resolution box
+    (within a few pixels of the whole-picture search's: its neighbours from smaller windows
+    are not there to be averaged in).
+    When the coarse copy shows no face, the whole DETECT_MAX_SIDE copy is searched (small
+    faces), exactly as `haar_faces`."""
+    small, scale = _shrunk(img)
+    det = _haar_detector()
+    h, w = small.shape[:2]
+    k = min(1.0, COARSE_SIDE / max(h, w))
+    if k >= 1:
+        boxes = [d.box for d in det.detect(small)]
+    else:
+        coarse = cv2.resize(small, (max(1, round(w * k)), max(1, round(h * k))),
+                            interpolation=cv2.INTER_AREA)  # fmt: skip
+        boxes = []
+        found = det.detect(coarse)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small
+        gray = cv2.equalizeHist(gray) if found else gray  # as the whole-picture search sees it
+        for d in found:
+            x, y, bw, bh = (v / k for v in d.box)
+            pad = 0.5 * max(bw, bh)
+            x0, y0 = max(0, int(x - pad)), max(0, int(y - pad))
+            x1, y1 = min(w, int(x + bw + pad) + 1), min(h, int(y + bh + pad) + 1)
+            min_side = max(det.min_size, int(0.5 * min(bw, bh)))
+            fine = det.detect(gray[y0:y1, x0:x1], min_size=min_side, equalize=False)
+            if fine:
+                fx, fy, fw, fh = max((f.box for f in fine), key=lambda b: b[2] * b[3])
+                boxes.append((fx + x0, fy + y0, fw, fh))
+            else:  # the coarse box, when the window alone does not confirm it
+                boxes.append((x, y, bw, bh))
+        if not boxes:
+            boxes = [d.box for d in det.detect(small)]
+    if not boxes:
+        return []
+    return [tuple(v / scale for v in max(boxes, key=lambda b: b[2] * b[3]))]
 
 
 def _dlib():
@@ -530,7 +579,7 @@ def align_photo(
         else:
             tried.append("dlib's HOG detector")
     else:
-        boxes = (haar_faces if haar_detect is None else haar_detect)(img)
+        boxes = (haar_largest if haar_detect is None else haar_detect)(img)
         if boxes:
             box = tuple(float(v) for v in max(boxes, key=lambda b: b[2] * b[3]))
             cb = crops.square_box(box, img.shape[1], img.shape[0], margin, "replicate")

@@ -257,14 +257,21 @@ class CascadeDetector:
             min_size,
         )
 
-    def detect(self, img: np.ndarray) -> list[Detection]:
+    def detect(
+        self, img: np.ndarray, *, min_size: int | None = None, equalize: bool = True
+    ) -> list[Detection]:
+        """Boxes in `img` (RGB or gray), most confident first. `min_size` overrides the
+        smallest window; `equalize=False` takes an already equalised gray image (a window cut
+        from one, so that it is searched as in the whole picture)."""
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
-        gray = cv2.equalizeHist(gray)
+        if equalize:
+            gray = cv2.equalizeHist(gray)
+        side = self.min_size if min_size is None else min_size
         rects, counts = self.cascade.detectMultiScale2(
             gray,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size),
+            minSize=(side, side),
         )
         if len(rects) == 0:
             return []

@@ -96,8 +96,9 @@ def haar_cascade_path() -> Path:
 
 
 def detect_faces(img: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """Frontal-face boxes (x, y, w, h) in `img` pixels, from OpenCV's bundled Haar cascade."""
-    return A.haar_faces(img)
+    """The largest frontal-face box (x, y, w, h) in `img` pixels as `[box]` (or `[]`), from
+    OpenCV's bundled Haar cascade, searched coarse to fine (`align.haar_largest`)."""
+    return A.haar_largest(img)
 
 
 def largest_face(img: np.ndarray) -> tuple[float, float, float, float] | None:

@@ -14,12 +14,20 @@ after warm-up), compile seconds and peak memory.
         [--batch 8] [--noproject]   # translator (one pass) vs projection toonify, same photo
     python launch/benchmark.py --config configs/cartoongan.py:paper --what train_step --steps 2 \
         --reference torch     # CartoonGAN iteration vs launch/cartoongan_train_torch.py
+
+The whole suite, sized for the backend found, within a budget (JSON + a Markdown table):
+
+    python launch/benchmark.py --suite [--reference torch] [--sg2ada_src /tmp/sg2ada] \
+        [--budget-min 10] --out bench.json
 """
+
+import dataclasses
+import json
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from toonjax.tools import benchmark
+from toonjax.tools import bench_suite, benchmark
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file[:variant].", lock_config=True
@@ -62,9 +70,38 @@ _SIZES = flags.DEFINE_list(
     "sizes", ["256", "512"], "cartoonize: photo sizes, N (square) or HxW, e.g. 256,720x1280."
 )
 _BATCHES = flags.DEFINE_list("batches", ["1", "8"], "cartoonize: batch sizes.")
+_SUITE = flags.DEFINE_bool(
+    "suite", False, "Run every benchmark, sized for this backend, within --budget-min."
+)
+_BUDGET = flags.DEFINE_float("budget-min", 10.0, "--suite: the time budget in minutes.")
+_OUT = flags.DEFINE_string("out", "bench.json", "--suite: the JSON (a .md table beside it).")
+_JSON_OUT = flags.DEFINE_string(
+    "json_out", None, "Also write the result(s) as JSON here (what --suite reads)."
+)
 _PROJECT = flags.DEFINE_bool(
     "project", True, "toonify: also time the projection path (minutes on a CPU)."
 )
+
+
+_RESULTS: list = []
+
+
+def _emit(r) -> None:
+    """Prints a result and keeps it for --json_out."""
+    print(benchmark.toonify_lines(r) if isinstance(r, dict) else r.line(), flush=True)
+    if isinstance(r, dict):  # the toonify comparison: its translator per-photo time as a row
+        r = dict(
+            what="toonify", img_per_s=1 / r["translator_s"], step_ms=1e3 * r["translator_s"],
+            batch_size=1, compile_s=r.get("translator_compile_s"),
+            peak_host_mb=r.get("peak_host_mb_translator"), peak_device_mb=None,
+            note=(f"translator {r.get('translator_params', 0) / 1e6:.1f}M params, per photo "
+                  f"with {r.get('align_method')} alignment (forward {r['forward_s']:.3f} s); "
+                  f"batch-8 forward {r['batch_img_per_s']:.2f} img/s"),
+            reference=None, flops=None, details=r,
+        )  # fmt: skip
+    else:
+        r = dataclasses.asdict(r)
+    _RESULTS.append(r)
 
 
 def _cartoonize() -> None:
@@ -82,17 +119,32 @@ def _cartoonize() -> None:
             r = benchmark.bench_cartoonize(
                 (int(h), int(w or h)), int(batch), steps=_STEPS.value or 3, reference=ref
             )
-            print(r.line(), flush=True)
+            _emit(r)
 
 
 def main(argv):
     del argv
+    if _SUITE.value:
+        bench_suite.run_suite(
+            _OUT.value, budget_min=_BUDGET.value, use_reference=_REFERENCE.value == "torch",
+            sg2ada_src=_SG2ADA_SRC.value, torch_threads=_THREADS.value,
+        )  # fmt: skip
+        return
+    try:
+        _main()
+    finally:
+        if _JSON_OUT.value and _RESULTS:
+            with open(_JSON_OUT.value, "w") as f:
+                json.dump(_RESULTS if len(_RESULTS) > 1 else _RESULTS[0], f)
+
+
+def _main():
     if _WHAT.value == "toonify":  # --config: a configs/toonify_distill.py variant (ffhq256)
         r = benchmark.bench_toonify(
             _CONFIG.value, repeats=_STEPS.value or 10, batch=_BATCH.value or 8,
             project=_PROJECT.value,
         )  # fmt: skip
-        print(benchmark.toonify_lines(r), flush=True)
+        _emit(r)
         return
     if _WHAT.value == "cartoonize":  # needs no config
         _cartoonize()
@@ -112,7 +164,7 @@ def main(argv):
             features=_FEATURES.value,
             reference=ref,
         )
-        print(r.line())
+        _emit(r)
         return
     if _WHAT.value == "project":  # --config optional (default: stylegan2_ada.py:paper256)
         # e.g. python launch/benchmark.py --what project --batch 8 --steps 2
@@ -131,7 +183,7 @@ def main(argv):
             features=_LPIPS.value,
             reference=ref,
         )
-        print(r.line())
+        _emit(r)
         return
     if _CONFIG.value is None:
         raise app.UsageError("--config is required (except for --what inception)")
@@ -148,7 +200,7 @@ def main(argv):
         r = benchmark.bench_g_forward(
             _CONFIG.value, batch=_BATCH.value, steps=_STEPS.value or 5, reference=ref
         )
-        print(r.line())
+        _emit(r)
         return
     if _WHAT.value == "train_step" and _CONFIG.value.get("model") == "cartoongan":
         ref = None
@@ -161,7 +213,7 @@ def main(argv):
         r = benchmark.bench_cartoongan_train(
             _CONFIG.value, batch=_BATCH.value, steps=_STEPS.value or 3, reference=ref
         )
-        print(r.line())
+        _emit(r)
         return
     if _WHAT.value == "train_step" and "G_kwargs" in _CONFIG.value.get("net", {}):
         ref = None
@@ -177,22 +229,23 @@ def main(argv):
         r = benchmark.bench_sg2_train(
             _CONFIG.value, batch=_BATCH.value, steps=_STEPS.value or 3, reference=ref
         )
-        print(r.line())
+        _emit(r)
         return
     if _WHAT.value == "train_step":
         r = benchmark.bench_train_step(_CONFIG.value, steps=_STEPS.value or 10)
     else:
         r = benchmark.bench_loader(_CONFIG.value, steps=_STEPS.value or 200)
-    print(r.line())
     if _REFERENCE.value == "torch" and _WHAT.value == "train_step":
         import bench_dcgan_torch  # launch/, beside this file
 
-        ref = bench_dcgan_torch.bench(_CONFIG.value, steps=_STEPS.value or 10)
-        print(
-            f"reference (PyTorch {ref['torch']}, {ref['threads']} threads): "
-            f"{ref['img_per_s']:.1f} img/s (median {ref['step_ms']:.1f} ms per batch); "
-            f"toonjax / reference = {r.img_per_s / ref['img_per_s']:.2f}x"
+        ref = bench_dcgan_torch.bench(
+            _CONFIG.value, steps=_STEPS.value or 10, threads=_THREADS.value
         )
+        r.reference = dict(
+            name=f"PyTorch {ref['torch']}, {ref['threads']} threads",
+            img_per_s=ref["img_per_s"], step_ms=ref["step_ms"], how="timed after toonjax",
+        )  # fmt: skip
+    _emit(r)
 
 
 if __name__ == "__main__":

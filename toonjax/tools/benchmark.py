@@ -38,6 +38,7 @@ class Result:
     batch_size: int
     note: str = ""  # what was timed, when it is not obvious from `what`
     reference: dict | None = None  # a reference timed in the same run (img_per_s, step_ms, ...)
+    flops: float | None = None  # XLA's count for one timed batch (cost analysis), when known
 
     def line(self) -> str:
         dev = f"; peak device {self.peak_device_mb:.0f} MB" if self.peak_device_mb else ""
@@ -66,6 +67,18 @@ def _peak_device_mb() -> float | None:
     stats = jax.local_devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return peak / 2**20 if peak else None
+
+
+def flops_of(compiled) -> float | None:
+    """XLA's floating-point operation count of a compiled program (None: not reported)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends / versions do not implement it
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    value = (cost or {}).get("flops")
+    return float(value) if value and value > 0 else None
 
 
 def _device_name() -> str:
@@ -112,6 +125,7 @@ def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup:
         _peak_device_mb(),
         _device_name(),
         config.batch_size,
+        flops=flops_of(compiled),
     )
 
 
@@ -264,6 +278,7 @@ def bench_g_forward(
         batch,
         note=f"{config.get('cfg', '?')} {config.net.resolution}x{config.net.resolution}, {note}",
         reference=ref,
+        flops=flops_of(compiled),
     )
 
 
@@ -313,6 +328,10 @@ def bench_inception(
     t = time.perf_counter()
     ext(images)  # first call compiles
     compile_s = time.perf_counter() - t
+    try:
+        flops = flops_of(ext._fn.lower(ext._variables, jnp.asarray(images)).compile())
+    except Exception:  # only the count is lost
+        flops = None
     for _ in range(warmup):
         ext(images)
     peak_host = _peak_host_mb()
@@ -342,6 +361,7 @@ def bench_inception(
         ext.batch_size,
         note=f"FID Inception pool3 of {resolution}x{resolution} uint8 images, float32 highest",
         reference=_reference_result(ref_step, ext.batch_size, ref_times),
+        flops=flops,
     )
 
 
@@ -546,6 +566,8 @@ def bench_sg2_train(
         )
 
     it = amortised(times)
+    phase_flops = {k: flops_of(v) for k, v in compiled.items()}
+    flops = amortised(phase_flops) if all(phase_flops.values()) else None
     aug = "noaug" if c.aug.mode == "noaug" else f"ADA {c.aug.augpipe} at p={ada_p}"
     phases = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in times.items())
     note = (
@@ -573,6 +595,7 @@ def bench_sg2_train(
         batch,
         note=note,
         reference=ref,
+        flops=flops,
     )
 
 
@@ -666,6 +689,7 @@ def bench_cartoonize(
         batch,
         note=f"authors' CartoonGAN generator, {h}x{w} uint8 -> uint8, float32 highest",
         reference=_reference_result(ref_step, batch, ref_times),
+        flops=flops_of(compiled),
     )
 
 
@@ -769,6 +793,7 @@ def bench_cartoongan_train(
         batch,
         note=note,
         reference=ref,
+        flops=flops_of(compiled),
     )
 
 

@@ -19,6 +19,22 @@ def _channels(resolution: int, base: int, max_channels: int) -> list[int]:
 
 
 def bench(config, steps: int = 10, warmup: int = 2, threads: int | None = None) -> dict:
+    """The reference's step timed alone (median of `steps` after `warmup`)."""
+    step = make_step(config, threads)
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    bs = config.batch_size
+    return {"img_per_s": bs / med, "step_ms": med * 1e3, **step.info}
+
+
+def make_step(config, threads: int | None = None):
+    """A zero-argument callable running one reference train step (blocking), with `.name`
+    and `.info` (torch version, threads) for the benchmark's record."""
     import torch
     from torch import nn
 
@@ -68,16 +84,6 @@ def bench(config, steps: int = 10, warmup: int = 2, threads: int | None = None) 
         opt_g.step()
         return d_loss.item() + g_loss.item()
 
-    times = []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
-        step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    med = statistics.median(times)
-    return {
-        "img_per_s": bs / med,
-        "step_ms": med * 1e3,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
+    step.info = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    step.name = f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
+    return step

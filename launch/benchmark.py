@@ -232,19 +232,16 @@ def _main():
         _emit(r)
         return
     if _WHAT.value == "train_step":
-        r = benchmark.bench_train_step(_CONFIG.value, steps=_STEPS.value or 10)
+        ref = None
+        if _REFERENCE.value == "torch":
+            import bench_dcgan_torch  # launch/, beside this file
+
+            def ref(config):
+                return bench_dcgan_torch.make_step(config, _THREADS.value)
+
+        r = benchmark.bench_train_step(_CONFIG.value, steps=_STEPS.value or 10, reference=ref)
     else:
         r = benchmark.bench_loader(_CONFIG.value, steps=_STEPS.value or 200)
-    if _REFERENCE.value == "torch" and _WHAT.value == "train_step":
-        import bench_dcgan_torch  # launch/, beside this file
-
-        ref = bench_dcgan_torch.bench(
-            _CONFIG.value, steps=_STEPS.value or 10, threads=_THREADS.value
-        )
-        r.reference = dict(
-            name=f"PyTorch {ref['torch']}, {ref['threads']} threads",
-            img_per_s=ref["img_per_s"], step_ms=ref["step_ms"], how="timed after toonjax",
-        )  # fmt: skip
     _emit(r)
 
 

@@ -86,8 +86,17 @@ def _device_name() -> str:
     return f"{len(d)}x {d[0].device_kind} ({d[0].platform})"
 
 
-def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2) -> Result:
-    """Times the jitted train step of `config.model` on a batch from its dataset."""
+def bench_train_step(
+    config: ml_collections.ConfigDict,
+    steps: int = 10,
+    warmup: int = 2,
+    reference: Callable[[ml_collections.ConfigDict], Callable[[], None]] | None = None,
+) -> Result:
+    """Times the jitted train step of `config.model` on a batch from its dataset.
+
+    `reference(config)`, when given, returns a zero-argument callable running one reference
+    step (blocking); it is timed alternately with toonjax, step by step, as in
+    `bench_g_forward`."""
     from toonjax.data import loader as loader_lib
     from toonjax.train import common, loop
 
@@ -108,23 +117,33 @@ def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup:
     t = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()
     compile_s = time.perf_counter() - t
-    times = []
+    peak_host = None
+    ref_step = reference(config) if reference is not None else None
+    times, ref_times = [], []
     for i in range(warmup + steps):
         t = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready((state, metrics))
         if i >= warmup:
             times.append(time.perf_counter() - t)
+        if peak_host is None:
+            peak_host = _peak_host_mb()
+        if ref_step is not None:
+            t = time.perf_counter()
+            ref_step()
+            if i >= warmup:
+                ref_times.append(time.perf_counter() - t)
     med = statistics.median(times)
     return Result(
         "train_step",
         config.batch_size / med,
         med * 1e3,
         compile_s,
-        _peak_host_mb(),
+        peak_host if reference is not None else _peak_host_mb(),
         _peak_device_mb(),
         _device_name(),
         config.batch_size,
+        reference=_reference_result(ref_step, config.batch_size, ref_times),
         flops=flops_of(compiled),
     )
 

@@ -10,6 +10,12 @@ iterator with background prefetch (threads, or worker processes with `workers > 
 iterator's `get_state()` is saved in the orbax checkpoint next to the model, so a resumed run
 sees exactly the batches an uninterrupted run would.
 
+Multi-process runs (`toonjax.train.distributed`): each process reads only its rows of every
+global batch (the rows its devices hold in the batch sharding), and the global batch is
+assembled from the processes' pieces with `jax.make_array_from_process_local_data`. Global
+batch k is the same batch whatever the process count, so the position (the next k) is the same
+on every process and a checkpoint resumes on another process count.
+
 `mirror` follows the reference's `--mirror=1`: the index list is doubled and the second copy is
 flipped left-right, so every epoch shows each image once as is and once mirrored (exactly half
 flipped, deterministic) rather than flipping coins.
@@ -117,6 +123,64 @@ def make_dataset(
     )
 
 
+class _ProcessRows(grain.MapDataset):
+    """Rows [lo, hi) of every `global_batch` consecutive elements of `parent`: element
+    j is parent[(j // b) * global_batch + lo + j % b], b = hi - lo. Batched by b, its batch k is
+    this process's slice of global batch k (and nothing else is read)."""
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, lo: int, hi: int):
+        super().__init__(parent)
+        self._global, self._lo, self._rows = global_batch, lo, hi - lo
+
+    def __len__(self) -> int:
+        return (len(self._parent) // self._global) * self._rows
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        k, r = divmod(index, self._rows)
+        return self._parent[k * self._global + self._lo + r]
+
+    def __str__(self) -> str:
+        return f"ProcessRows(rows {self._lo}:{self._lo + self._rows} of {self._global})"
+
+
+def process_rows(sharding: jax.sharding.Sharding, global_batch: int) -> tuple[int, int]:
+    """The rows [lo, hi) of a global batch that this process's devices hold under `sharding`."""
+    spans = set()
+    for index in sharding.addressable_devices_indices_map((global_batch,)).values():
+        s = index[0]
+        spans.add((s.start or 0, global_batch if s.stop is None else s.stop))
+    spans = sorted(spans)
+    lo, hi = spans[0]
+    for a, b in spans[1:]:
+        if a > hi:
+            raise DatasetError(
+                f"this process's devices hold rows {spans} of the batch, not one contiguous "
+                "block; build the mesh with each process's devices next to each other"
+            )
+        hi = max(hi, b)
+    return lo, hi
+
+
+def process_share(
+    dataset: grain.MapDataset, sharding: jax.sharding.Sharding
+) -> tuple[grain.MapDataset, int]:
+    """(this process's part of a batch dataset, the global batch size) for a sharding that
+    spans several processes: the batching is redone over `_ProcessRows` of the element dataset,
+    so each process decodes only its own rows."""
+    batch_size = getattr(dataset, "_batch_size", None)
+    parents = dataset.parents
+    if batch_size is None or len(parents) != 1 or not getattr(dataset, "_drop_remainder", False):
+        raise DatasetError(
+            f"{dataset}: a multi-process run needs a data pipeline ending in "
+            ".batch(global_batch, drop_remainder=True)"
+        )
+    lo, hi = process_rows(sharding, batch_size)
+    rows = _ProcessRows(parents[0], batch_size, lo, hi)
+    return rows.batch(hi - lo, drop_remainder=True, batch_fn=dataset._batch_fn), batch_size
+
+
 class BatchStream:
     """Batches of a grain MapDataset, prefetched by a thread (`workers=0`) or by worker
     processes, as numpy arrays or, with `sharding`, global `jax.Array`s; `get_state` /
@@ -131,6 +195,9 @@ class BatchStream:
         prefetch: int = 2,
         sharding: jax.sharding.Sharding | None = None,
     ):
+        self.global_batch = None
+        if sharding is not None and not sharding.is_fully_addressable:
+            dataset, self.global_batch = process_share(dataset, sharding)
         self.dataset = dataset
         if workers > 0:
             # grain's worker processes read absl flags; a library caller may not have parsed them.
@@ -154,8 +221,11 @@ class BatchStream:
     def __next__(self) -> dict[str, Any]:
         batch = next(self._iter)
         if self.sharding is not None:
+            shape = (lambda v: (self.global_batch, *v.shape[1:])) if self.global_batch else None
             batch = {
-                k: jax.make_array_from_process_local_data(self.sharding, v)
+                k: jax.make_array_from_process_local_data(
+                    self.sharding, v, shape(v) if shape else None
+                )
                 for k, v in batch.items()
             }
         return batch

@@ -652,9 +652,10 @@ class FIDEvaluator:
             "features": self.net.hash,
             "timestamp": time.time(),
         }
-        with open(self.workdir / "metric-fid.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(f"\nstep {step}: FID(cartoonized photos, cartoons) {value:.4g}", flush=True)
+        if jax.process_index() == 0:  # every process computed the same value; one records it
+            with open(self.workdir / "metric-fid.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(f"\nstep {step}: FID(cartoonized photos, cartoons) {value:.4g}", flush=True)
         return {"fid": value}
 
 
@@ -669,11 +670,12 @@ def schedule(config: ml_collections.ConfigDict, num_photos: int) -> tuple[int, i
 def train(config: ml_collections.ConfigDict, workdir: str) -> CartoonGANState:
     """Trains CartoonGAN as `config` says, checkpointing to and resuming from `workdir`."""
     from toonjax.data import unpaired
-    from toonjax.train import loop
+    from toonjax.train import distributed, loop
 
+    distributed.setup(config)  # before anything touches a device
     check_config(config)
     content, feat_vars = content_network(config)  # a missing weights file fails first
-    meta = prepare_data(config)
+    meta = distributed.primary_first(lambda: prepare_data(config))
     per_epoch, n_init, total = schedule(config, meta.photos)
     if total == 0:
         raise ConfigError("config.init_epochs and config.epochs are both 0: nothing to train")

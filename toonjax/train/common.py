@@ -3,8 +3,9 @@
 A trainer (e.g. `toonjax.train.dcgan`) owns its state pytree and its jitted steps; this module
 gives it:
 
-- `make_mesh()`: a 1-D `data` mesh over every local device (axis types passed explicitly);
-  `replicated(mesh)` / `batch_sharded(mesh)` shardings.
+- `make_mesh()`: a 1-D `data` mesh over every local device (axis types passed explicitly), or
+  in a multi-process run over every device of every process, each process's devices next to
+  each other; `replicated(mesh)` / `batch_sharded(mesh)` shardings; `host_local()`.
 - `Checkpointer`: an orbax `CheckpointManager` in `WORKDIR/checkpoints` holding the train state,
   the data iterator position and the config; atomic, keeps the last N, auto-resumes.
 - `MetricWriter`: console (tqdm progress bar: losses, D scores, img/s, ETA), a `metrics.jsonl`
@@ -43,7 +44,20 @@ from toonjax.errors import ConfigError, TrainingError
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-    """A 1-D mesh named `data` over the local devices (or the first `num_devices`)."""
+    """A 1-D mesh named `data` over the local devices (or the first `num_devices`).
+
+    In a multi-process run: over every device of every process, ordered by process (so each
+    process holds one contiguous block of the batch); `num_devices` must then be 0 or all."""
+    if jax.process_count() > 1:
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+        if num_devices and num_devices != len(devices):
+            raise ConfigError(
+                f"--config.num_devices={num_devices}: a multi-process run uses every device of "
+                f"every process ({len(devices)} here); leave it at 0"
+            )
+        return jax.sharding.Mesh(
+            np.asarray(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+        )
     devices = jax.local_devices()
     n = num_devices or len(devices)
     if n > len(devices):
@@ -61,6 +75,15 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, P("data"))
+
+
+def host_local(tree: Any) -> Any:
+    """`tree` as this process's own copy (numpy) in a multi-process run, for work that each
+    process does alone (evaluation); unchanged in a single process. The state is replicated,
+    so every process holds all of it."""
+    if jax.process_count() == 1:
+        return tree
+    return jax.device_get(tree)
 
 
 def needs_blocking(mesh: jax.sharding.Mesh) -> bool:
@@ -151,8 +174,8 @@ class Checkpointer:
 
     def _remove_temporaries(self) -> None:
         """Partial saves (a crash, a kill, a full disk) leave orbax's tmp directories; nothing
-        reads them, so they only fill the disk."""
-        if self.directory.is_dir():
+        reads them, so they only fill the disk. (Process 0 only: the directory is shared.)"""
+        if jax.process_index() == 0 and self.directory.is_dir():
             for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
                 shutil.rmtree(tmp, ignore_errors=True)
 
@@ -359,7 +382,12 @@ class Checkpointer:
         while dest.exists():
             dest = self.directory / f"damaged-{step}.{n}"
             n += 1
-        src.rename(dest)
+        if jax.process_index() == 0:  # one rename in the shared directory, seen by all
+            src.rename(dest)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"toonjax-set-aside-{step}")
         self.manager.reload()  # forget the step orbax had listed
         return dest
 

@@ -235,8 +235,9 @@ def make_steps(config: ml_collections.ConfigDict, G, D, g_tx, d_tx, mesh):
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> DCGANState:
     """Trains a DCGAN as `config` says, checkpointing to and resuming from `workdir`."""
-    from toonjax.train import loop
+    from toonjax.train import distributed, loop
 
+    distributed.setup(config)  # before anything touches a device
     G, D, g_tx, d_tx = build(config)
     return loop.run(
         config,

@@ -368,6 +368,8 @@ class HeldOut:
 
     def evaluate(self, state: DistillState, step: int) -> dict[str, float]:
         values = self(state)
+        if jax.process_index() != 0:
+            return values
         print(
             f"\nstep {step}: held-out ({len(self.base)} pairs) "
             + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
@@ -403,10 +405,11 @@ def prepare_data(config: ml_collections.ConfigDict):
 def train(config: ml_collections.ConfigDict, workdir: str) -> DistillState:
     """Trains the distilled translator as `config` says, checkpointing to `workdir`."""
     from toonjax.data import paired
-    from toonjax.train import common, loop
+    from toonjax.train import common, distributed, loop
 
+    distributed.setup(config)  # before anything touches a device
     check_config(config)
-    meta = prepare_data(config)
+    meta = distributed.primary_first(lambda: prepare_data(config))
     lp_module, lp_vars, lp_describe = lpips_network(config)
     nets = build(config, lp_module)
     holdout = int(config.data.holdout)
@@ -422,7 +425,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> DistillState:
     fresh = jax.device_put(init_state(config, nets), common.replicated(mesh))
     identity = ""
     if evaluator is not None:
-        floor = evaluator(fresh, identity=True)
+        floor = evaluator(common.host_local(fresh), identity=True)
         identity = "; identity (base image as the toon) " + ", ".join(
             f"{k} {v:.4f}" for k, v in floor.items()
         )

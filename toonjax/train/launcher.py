@@ -1,7 +1,9 @@
 """absl flags for training (`--config FILE[:variant]`, `--workdir DIR`, `--config.x=v`).
 
 `toonjax train ...` and `python launch/train.py ...` both call `run(argv)`; the training
-logic lives in `toonjax.train.train_and_evaluate`.
+logic lives in `toonjax.train.train_and_evaluate`. In a multi-process run (every process runs
+the same command, see `toonjax.train.distributed`) this also ends the run together: a clean end
+waits for every process, an error in one is published so the others stop at once.
 """
 
 from __future__ import annotations
@@ -63,7 +65,20 @@ def run(argv: list[str]) -> None:
         raise ConfigError("--config is required, e.g. --config configs/dcgan.py:toyfaces")
     if not workdir:
         raise ConfigError("--workdir is required, e.g. --workdir runs/dcgan")
-    train_and_evaluate(config, workdir)
+    from toonjax.train import distributed
+
+    try:
+        train_and_evaluate(config, workdir)
+    except SystemExit as e:  # SIGTERM / Ctrl-C: every process saved the same step
+        rt = distributed.current()
+        rt.finish() if e.code in (130, 143) else rt.report_failure(e)
+        raise
+    except BaseException as e:
+        # In a multi-process run the others learn of it at once (and stop with a line naming
+        # this process); a no-op in a single process.
+        distributed.current().report_failure(e)
+        raise
+    distributed.current().finish()  # leave the multi-process runtime together
 
 
 def _unknown_field_message(e: Exception, argv: list[str]) -> str:

@@ -10,6 +10,14 @@ Evaluation (optional): a trainer passes `evaluate(state, step) -> {name: value}`
 is written (so each value belongs to a snapshot in WORKDIR/checkpoints/STEP), and the values are
 logged as scalars `metric/NAME` (metrics.jsonl, TensorBoard). Its time is left out of img/s.
 
+Multi-process runs (`toonjax.train.distributed`, set up by the trainer before this runs): the
+mesh spans every process's devices, each process reads its rows of each global batch, every
+process runs the same steps, and only process 0 writes grids, logs, metrics.jsonl and
+TensorBoard events (all of them write their part of each checkpoint). A SIGTERM to any process
+(preemption) stops all of them at the same step with one checkpoint; Ctrl-C in one process does
+the same (it hands itself a SIGTERM). Evaluation runs in each process on its own copy of the
+state (the same values everywhere; only process 0 records them).
+
 Data: by default one packed dataset (`config.data.path`) through `toonjax.data.loader.Loader`.
 A trainer with another stream (CartoonGAN: photos, cartoons and smoothed cartoons in one batch)
 passes `data=DataSource(...)`; its loader's `get_state()` is saved in each checkpoint and
@@ -20,6 +28,7 @@ photos) replaces the fixed latents the sampler gets by default.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import threading
 import time
@@ -35,6 +44,7 @@ from toonjax.data import loader as loader_lib
 from toonjax.data import records
 from toonjax.errors import ConfigError
 from toonjax.train import common
+from toonjax.train import distributed as dist
 
 
 def total_steps(config: ml_collections.ConfigDict, num_images: int) -> int:
@@ -84,7 +94,7 @@ class DataSource:
 
 def _packed_source(config: ml_collections.ConfigDict, with_labels: bool) -> DataSource:
     """The default stream: the packed dataset `config.data.path` (built first if asked)."""
-    meta = prepare_data(config)
+    meta = dist.primary_first(lambda: prepare_data(config))
 
     def make_loader(sharding):
         return loader_lib.Loader(
@@ -128,6 +138,12 @@ def run(
 ) -> Any:
     workdir_path = Path(workdir).absolute()
     workdir_path.mkdir(parents=True, exist_ok=True)
+    rt = dist.current()
+    primary = rt.primary
+
+    def say(*args, **kwargs) -> None:
+        if primary:
+            print(*args, **kwargs)
 
     # ---- data
     data = data if data is not None else _packed_source(config, with_labels)
@@ -163,9 +179,13 @@ def run(
         if not stop:
             print("\nstopping after this step (saving a checkpoint)...", flush=True)
         stop.append(signum)
+        if rt.multi:  # every process must stop at the same step: JAX's preemption sync does it
+            os.kill(os.getpid(), signal.SIGTERM)
 
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # In a multi-process run JAX's preemption notifier owns SIGTERM (it agrees on the step
+        # to stop at with the other processes); Ctrl-C is turned into a SIGTERM to ourselves.
+        for sig in (signal.SIGINT,) if rt.multi else (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
     try:
         start = 0
@@ -175,8 +195,8 @@ def run(
         restored = ckpt.restore_latest(abstract, fresh_state=state)
         if restored is not None:
             start, state, data_state, _ = restored
-            loader.set_state(data_state)
-            print(f"resumed from {ckpt.directory}/{start}")
+            loader.set_state(dist.unpack_data_state(data_state, f"{ckpt.directory}/{start}"))
+            say(f"resumed from {ckpt.directory}/{start}")
 
         step_fn, sample_fn = make_steps(mesh)
         if sample_inputs is None:
@@ -184,18 +204,21 @@ def run(
                 jax.random.key(config.seed + 1), (config.num_samples, z_dim)
             )
         fixed_inputs = jax.device_put(sample_inputs, repl)
-        print(
+        procs = f" in {rt.process_count} processes" if rt.multi else ""
+        say(
             f"{config.model}: {data.describe}; "
             f"{', '.join(f'{k} {v:,} params' for k, v in counts.items())}; "
-            f"{n_dev} {mesh.devices.flat[0].platform} device(s); batch {config.batch_size}; "
-            f"steps {start}->{steps_total}; workdir {workdir_path}"
+            f"{n_dev} {mesh.devices.flat[0].platform} device(s){procs}; batch "
+            f"{config.batch_size}; steps {start}->{steps_total}; workdir {workdir_path}",
+            flush=True,
         )
-        if start == 0:
+        if start == 0 and primary:
             common.save_grid(
                 workdir_path / "samples" / "reals.png", data.reals()[: config.num_samples]
             )
 
-        writer = common.MetricWriter(workdir_path, steps_total, start, unit="step")
+        if primary:
+            writer = common.MetricWriter(workdir_path, steps_total, start, unit="step")
         last_saved = start
         step = start
         evaluate_every = config.get("evaluate_every", 0) if evaluate is not None else 0
@@ -206,30 +229,38 @@ def run(
             if step > last_saved:
                 # Never let a diverged state replace the last good checkpoint.
                 common.check_finite_state(step, state, workdir_path)
-                ckpt.save(step, state, loader.get_state(), config.to_dict())
+                data_state = dist.pack_data_state(loader.get_state())
+                ckpt.save(step, state, data_state, config.to_dict())
                 last_saved = step
 
         t_log, step_log = time.perf_counter(), step
         t_start = t_log
         while step < steps_total:
-            if stop:
+            if rt.reached_sync_point(step) if rt.multi else stop:
                 jax.block_until_ready(state)
                 save(step)
-                name = (
-                    "terminated (SIGTERM)" if stop[0] == signal.SIGTERM else "interrupted (Ctrl-C)"
-                )
-                writer.close()
-                writer = None
-                print(
+                sigterm = not stop or stop[0] == signal.SIGTERM  # another process's SIGTERM
+                name = "terminated (SIGTERM)" if sigterm else "interrupted (Ctrl-C)"
+                if writer is not None:
+                    writer.close()
+                    writer = None
+                say(
                     f"\n{name}: saved step {step} in {ckpt.directory}; run the same command to "
                     "resume",
                     flush=True,
                 )
-                raise SystemExit(143 if stop[0] == signal.SIGTERM else 130)
+                raise SystemExit(143 if sigterm else 130)
             batch = next(loader)
-            state, metrics = step_fn(state, batch)
-            if block:
-                jax.block_until_ready(metrics)
+            try:
+                state, metrics = step_fn(state, batch)
+                if block:
+                    jax.block_until_ready(metrics)
+            except jax.errors.JaxRuntimeError as e:
+                if not rt.multi:
+                    raise
+                # Usually another process died in a collective: the runtime is about to end
+                # this one with a line naming it; wait for that rather than print a traceback.
+                raise rt.collective_failed(e) from None
             step += 1
             if step == start + 1:  # keep compilation out of the img/s figure
                 jax.block_until_ready(metrics)
@@ -245,24 +276,30 @@ def run(
                     scalars["sec_per_kimg"] = 1000.0 / rate
                     scalars["eta_s"] = (steps_total - step) * config.batch_size / rate
                 t_log, step_log = now, step
-                writer.write_scalars(step, scalars)
+                if writer is not None:
+                    writer.write_scalars(step, scalars)
             if step % config.sample_every == 0 or step == steps_total:
-                imgs = np.asarray(jax.device_get(sample_fn(state, fixed_inputs)))
-                grid = common.save_grid(workdir_path / "samples" / f"fakes{step:07d}.png", imgs)
-                common.save_png(workdir_path / "samples" / "latest.png", grid)
-                writer.write_image(step, "fakes", grid)
+                fakes = sample_fn(state, fixed_inputs)  # every process runs the program
+                if block:
+                    jax.block_until_ready(fakes)
+                if primary:
+                    imgs = np.asarray(jax.device_get(fakes))
+                    grid = common.save_grid(workdir_path / "samples" / f"fakes{step:07d}.png", imgs)
+                    common.save_png(workdir_path / "samples" / "latest.png", grid)
+                    writer.write_image(step, "fakes", grid)
             evaluating = evaluate_every > 0 and (step % evaluate_every == 0 or step == steps_total)
             if step % config.checkpoint_every == 0 or step == steps_total or evaluating:
                 save(step)
             if evaluating:
                 t_eval = time.perf_counter()
-                values = evaluate(state, step)
+                values = evaluate(common.host_local(state), step)
                 scalars = {f"metric/{k}": float(v) for k, v in values.items()}
                 scalars["kimg"] = step * config.batch_size / 1000.0
-                writer.write_scalars(step, scalars)
+                if writer is not None:
+                    writer.write_scalars(step, scalars)
                 t_log += time.perf_counter() - t_eval  # keep evaluation out of img/s
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started
-        print(f"\ninterrupted: the last checkpoint in {ckpt.directory} stands", flush=True)
+        say(f"\ninterrupted: the last checkpoint in {ckpt.directory} stands", flush=True)
         raise
     finally:
         for sig, handler in previous.items():
@@ -272,7 +309,7 @@ def run(
         loader.close()
         ckpt.close()
     elapsed = time.perf_counter() - t_start
-    print(
+    say(
         f"done: {steps_total} steps in {workdir_path} ({common.format_duration(elapsed)} this run); "
         f"samples in {workdir_path / 'samples'}"
     )

@@ -549,23 +549,30 @@ def make_steps(config, G, D, g_tx, d_tx, mesh, c_dim: int):
         out_shardings=(repl, repl),
     )
     counter = {"i": None}
+    # Several processes on CPU devices (gloo): each phase's collectives are awaited before the
+    # next phase is dispatched (see common.needs_blocking; the loop awaits the iteration).
+    wait = (
+        jax.block_until_ready
+        if common.needs_blocking(mesh) and jax.process_count() > 1
+        else (lambda x: x)
+    )
 
     def iteration(state, batch):
         if counter["i"] is None:  # a host copy of state.step: no device sync per iteration
             counter["i"] = int(state.step)
         i = counter["i"]
         metrics = {}
-        state, m = g_step(state, batch)
+        state, m = wait(g_step(state, batch))
         metrics.update(m)
         if config.loss.pl_weight > 0 and i % config.G_reg_interval == 0:
-            state, m = g_reg(state, batch)
+            state, m = wait(g_reg(state, batch))
             metrics.update(m)
-        state, m = d_step(state, batch)
+        state, m = wait(d_step(state, batch))
         metrics.update(m)
         if config.loss.r1_gamma > 0 and i % config.D_reg_interval == 0:
-            state, m = d_reg(state, batch)
+            state, m = wait(d_reg(state, batch))
             metrics.update(m)
-        state = ema(state)
+        state = wait(ema(state))
         if (i + 1) % config.aug.ada_interval == 0:  # r_t is logged in every mode
             state, _ = ada(state)
         metrics["ada_p"] = state.ada_p
@@ -649,8 +656,9 @@ def _preset_hint(problems: list[str]) -> str:
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
     """Trains StyleGAN2(-ADA) as `config` says, checkpointing to and resuming from `workdir`."""
-    from toonjax.train import loop
+    from toonjax.train import distributed, loop
 
+    distributed.setup(config)  # before anything touches a device
     check_freeze_g(config)
     if config.get("require_resume", False) and not config.get("resume_path"):
         raise ConfigError(
@@ -660,7 +668,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> SG2State:
         )
     c_dim = 0
     if config.data.get("cond", False):
-        meta = loop.prepare_data(config)
+        meta = distributed.primary_first(lambda: loop.prepare_data(config))
         c_dim = meta.label_dim
         if c_dim == 0:
             raise ConfigError(f"{config.data.path}: config.data.cond=True but it has no labels")
@@ -769,6 +777,10 @@ def make_evaluator(config: ml_collections.ConfigDict, workdir: str, c_dim: int):
 class TrainingEvaluator:
     """Computes the metrics of G_ema during training; logs them and keeps the best network.
 
+    In a multi-process run every process computes the metrics on its own devices from its own
+    copy of the (replicated) state, with the same seeds, so they agree; only process 0 writes
+    the files below and prints.
+
     Per evaluation: one line per metric appended to WORKDIR/metric-NAME.jsonl (the reference's
     metric-fid50k_full.jsonl, with step, kimg and the snapshot), and, when the first metric
     (FID/KID: lower is better) improves, G, G_ema and D written to WORKDIR/best as a toonjax
@@ -844,10 +856,11 @@ class TrainingEvaluator:
             verbose=True,
         )
         snapshot = f"checkpoints/{step}"
-        values = {}
+        values = {res["metric"]: float(res["results"][res["metric"]]) for res in results}
+        if jax.process_index() != 0:  # every process computed the same values; one records them
+            return values
         for res in results:
             name = res["metric"]
-            values[name] = float(res["results"][name])
             record = {
                 **res,
                 "snapshot": snapshot,

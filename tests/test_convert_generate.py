@@ -1,6 +1,7 @@
 """Network conversion (NVlabs PyTorch/TF pickles, rosinality .pt), generation, export.
 
-Reference arrays come from the shared fixtures (copied into tests/fixtures/; see their README):
+Reference arrays come from the fixtures in tests/fixtures/ (made with NVlabs/stylegan2-ada-pytorch
+and rosinality/stylegan2-pytorch; see each folder's README):
 converted networks must reproduce them within 1e-4 of each array's largest magnitude (float32,
 `highest` matmul precision), generate.py-convention PNGs must equal the reference bytes up to
 rare one-level rounding differences, and exports must read back identically.

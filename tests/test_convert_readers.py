@@ -1,6 +1,6 @@
-"""Safe readers of foreign StyleGAN2 checkpoints (toonjax.convert) against the shared fixtures.
+"""Safe readers of foreign StyleGAN2 checkpoints (toonjax.convert) against reference fixtures.
 
-Fixtures (`tests/fixtures/`, copied from the shared set; their README describes every byte):
+Fixtures (`tests/fixtures/`; the README of each folder says what made them and what they hold):
 `stylegan2_ada_pytorch/sg2ada_{cond16,uncond32}.pkl` (NVlabs snapshots), `sg2ada_uncond32_tf.pkl`
 (the same networks as a TF StyleGAN2-ADA pickle), `rosinality/rosinality_32.pt` (a train.py
 checkpoint), the JSON files listing every name and shape, and `w_avg.npz` (the W averages of

@@ -1,8 +1,8 @@
 """VGG16 / LPIPS ports against the PyTorch fixtures, weight conversion, and the projector.
 
-Feature-net fixtures (tests/fixtures/feature_nets, copied from ../shared/fixtures/feature_nets):
-outputs of torchvision VGG16 `features` and `lpips.LPIPS(net='vgg')` with the deterministic
-recipe weights of `recipe.py`. Projection runs on the 32x32 stylegan2-ada-pytorch fixture
+Feature-net fixtures (tests/fixtures/feature_nets; their README says how they were made):
+outputs of torchvision VGG16 `features` and `lpips.LPIPS(net='vgg')` (richzhang/
+PerceptualSimilarity) with the deterministic recipe weights of `recipe.py`. Projection runs on the 32x32 stylegan2-ada-pytorch fixture
 network with a narrow random VGG-shaped LPIPS (widths 16..64), so it takes seconds per run; the
 compiled loop is shared between runs of the same shapes (`project._runner` cache). Compiling it
 takes 30-80 s on a 2-core CPU, so the default run compiles it once (the CLI smoke test, batch

@@ -1,9 +1,11 @@
 """configs/stylegan2_ada.py against the reference's `--cfg` table, and the g_forward benchmark.
 
-The expected values are a second transcription, made for this test from
-shared/notes/anchors/sg2ada-official-numbers.md (section 4, "Paper training configurations",
-and the `auto` paragraph of section 1), which quote NVlabs/stylegan2-ada-pytorch train.py at
-commit d72cc7d. They are written out, not computed, so that a wrong formula in the config fails.
+The expected values are a second transcription, made for this test from the public sources:
+`cfg_specs` and the `auto` formulas of train.py in NVlabs/stylegan2-ada-pytorch at commit d72cc7d
+(https://github.com/NVlabs/stylegan2-ada-pytorch/blob/d72cc7d041b42ec8e806021a205ed9349f87c6a4/train.py)
+and the training configurations its paper describes (Karras et al., "Training Generative
+Adversarial Networks with Limited Data", NeurIPS 2020, arXiv:2006.06676). They are written
+out, not computed, so that a wrong formula in the config fails.
 """
 
 from __future__ import annotations

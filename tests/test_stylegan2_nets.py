@@ -1,8 +1,8 @@
 """StyleGAN2 ops, networks and losses against NVlabs/stylegan2-ada-pytorch reference fixtures.
 
-The fixtures (`tests/fixtures/stylegan2_ada_pytorch/`, described in the shared fixture README)
-hold NVlabs snapshots with random weights plus reference arrays computed by the official code
-(float32, CPU). Everything here runs in float32 with `highest` matmul precision. Tolerances are
+The fixtures (`tests/fixtures/stylegan2_ada_pytorch/`, described in their README) hold
+NVlabs snapshots with random weights plus reference arrays computed by the official code
+(https://github.com/NVlabs/stylegan2-ada-pytorch at commit d72cc7d; float32, CPU). Everything here runs in float32 with `highest` matmul precision. Tolerances are
 relative to each reference array's largest magnitude: 1e-4 for eval outputs, 1e-3 for training
 outputs and gradients.
 """

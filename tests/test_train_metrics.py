@@ -1,6 +1,6 @@
 """Metrics during StyleGAN2-ADA training: metric-NAME.jsonl, `metric/NAME` scalars, best/.
 
-The FID Inception has the recipe weights of the shared feature-net fixtures (see
+The FID Inception has the recipe weights of the feature-net fixtures (see
 tests/test_metrics.py), saved as a converted .npz: no download. The run is the runlocal smoke
 config on 8 toy faces with 4 generated images per evaluation, so the Inception costs a few
 seconds next to the trainer's compilation.

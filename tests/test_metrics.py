@@ -1,7 +1,7 @@
 """FID/KID: the FID Inception port, Fréchet distance, KID, the statistics cache, the CLI.
 
-The Inception reference arrays are the shared feature-net fixtures (copied into
-tests/fixtures/feature_nets/, see their README): pytorch-fid's InceptionV3 run with weights that
+The Inception reference arrays are the feature-net fixtures in tests/fixtures/feature_nets/
+(see their README): pytorch-fid's InceptionV3 (mseitzer/pytorch-fid) run with weights that
 `recipe.py` regenerates with numpy. The port must reproduce pool3 within 1e-4 of the largest
 magnitude at `highest` matmul precision. The CLI tests use the same recipe weights (written as a
 .pth and converted like the real file) and a tiny converted StyleGAN2-ADA network.
@@ -340,11 +340,21 @@ def test_fid_cli_folders_zip_and_dataset(features_npz, toy32, tmp_path, capsys):
         for p in sorted((tmp_path / "b").iterdir()):
             z.write(p, f"faces/{p.name}")
     shutil.rmtree(tmp_path / "b")
-    assert main(["fid", str(tmp_path / "a"), str(tmp_path / "b.zip"), "--features", str(features_npz),
-                 "--batch", "8", "--cache-dir", str(cache)]) == 0  # fmt: skip
-    out = capsys.readouterr().out
+    argv = ["fid", str(tmp_path / "a"), str(tmp_path / "b.zip"), "--features", str(features_npz),
+            "--batch", "8", "--cache-dir", str(cache)]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
     assert out.startswith("FID ") and "KID " in out and "(4 vs 4 images)" in out
     assert float(out.split()[1]) > 0
+    # Progress on stderr (the first batch compiles for tens of seconds), then folder statistics
+    # cached: the same command again reads no image.
+    for side, path in (("A", tmp_path / "a"), ("B", tmp_path / "b.zip")):
+        assert f"{side} ({path}): reading 4 images of {path}" in err, err
+        assert f"{side} ({path}): features of 4 images in" in err
+    assert "first batch in" in err and err.count("statistics cached in") == 2
+    assert main(argv) == 0
+    again, err = capsys.readouterr()
+    assert again == out and err.count("cached statistics of 4 images") == 2
     # A packed dataset against itself (statistics from the cache): distance zero.
     r = compare(data, data, features_npz, batch_size=8, cache_dir=cache)
     assert r["n_a"] == 8 and abs(r["fid"]) < 1e-6 * np.trace(np.eye(1)) * 1e3

@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from toonjax.metrics import distances, inception
+from toonjax.metrics import features as feature_files
 from toonjax.metrics.stats import (
     Extractor,
     FeatureStats,
     MetricsError,
+    count_images,
     dataset_stats,
     generator_stats,
     path_stats,
@@ -114,19 +116,22 @@ def calc_metrics(
     seed: int = 0,
     num_devices: int | None = None,
     cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
     write_jsonl: bool = True,
     verbose: bool = True,
 ) -> list[dict]:
     """Computes the metrics; returns (and appends to `metrics-NAME.jsonl`) one record each.
 
-    Generated features are computed once for the largest `num_gen` (smaller ones use a prefix),
-    real statistics once per real-set size (cached on disk).
+    `features`: the FID Inception weights; None: `$TOONJAX_FEATURES/inception.npz`
+    (`toonjax.metrics.features.resolve`). Generated features are computed once for the largest
+    `num_gen` (smaller ones use a prefix), real statistics once per real-set size (cached on
+    disk).
     """
     from toonjax.convert.network import load_network
     from toonjax.data import records
 
     specs = parse_metrics(metrics, num_gen)
-    net = inception.load_feature_net(features)
+    net = inception.load_feature_net(features_path(features))
     bundle = load_network(network)
     meta = records.read_metadata(data)
     labels = records.read_labels(data, meta)
@@ -142,6 +147,7 @@ def calc_metrics(
         mirror=mirror,
         seed=seed,
         cache_dir=cache_dir,
+        use_cache=use_cache,
         verbose=verbose,
     )
     out = []
@@ -186,6 +192,7 @@ def evaluate_bundle(
     cache_dir: str | os.PathLike | None = None,
     reals_cache: dict | None = None,
     verbose: bool = False,
+    use_cache: bool = True,
 ) -> list[dict]:
     """The metrics of an in-memory `NetworkBundle` (its G_ema) against a packed dataset.
 
@@ -225,6 +232,7 @@ def evaluate_bundle(
                 seed=seed,
                 keep_features=need_feats,
                 cache_dir=cache_dir,
+                use_cache=use_cache,
                 verbose=verbose,
             )
         gen = fakes.first(spec.num_gen)
@@ -241,6 +249,12 @@ def evaluate_bundle(
     return out
 
 
+def features_path(features: str | os.PathLike | None) -> Path:
+    """The FID Inception file: `features`, else the default of `$TOONJAX_FEATURES` (the same
+    resolver as `project --lpips`)."""
+    return feature_files.resolve(features, "inception", "--features")
+
+
 def compare(
     path_a: str | os.PathLike,
     path_b: str | os.PathLike,
@@ -249,17 +263,36 @@ def compare(
     batch_size: int = 64,
     num_devices: int | None = None,
     cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
     seed: int = 0,
     verbose: bool = False,
 ) -> dict:
-    """FID and KID between two image sets (folders, zips or packed datasets)."""
-    for p in (path_a, path_b):
+    """FID and KID between two image sets (folders, zips or packed datasets).
+
+    `features`: the FID Inception weights (None: `$TOONJAX_FEATURES/inception.npz`). Each
+    side's statistics are cached (`cache_dir`, default `stats.default_cache_dir()`;
+    `use_cache=False`: neither read nor written). A side with fewer than 2 images is refused
+    before anything is computed, naming the side."""
+    sides = (("A", path_a), ("B", path_b))
+    for side, p in sides:
         if not Path(p).exists():
-            raise MetricsError(f"{p}: no such folder, zip or dataset")
-    net = inception.load_feature_net(features)
+            raise MetricsError(f"{side} ({p}): no such folder, zip or dataset")
+    feats_file = features_path(features)
+    for side, p in sides:
+        n = count_images(p)
+        if n < 2:
+            raise MetricsError(
+                f"{side} ({p}) has {n} image{'' if n == 1 else 's'}: FID needs at least 2 per "
+                "side for a covariance (and thousands for a meaningful value); give a folder, "
+                "zip or dataset with more images"
+            )
+    net = inception.load_feature_net(feats_file)
+    if verbose:
+        print(f"feature network: {net.source}", file=sys.stderr)
     ext = Extractor(net, batch_size=batch_size, num_devices=num_devices)
-    a = path_stats(path_a, ext, keep_features=True, cache_dir=cache_dir, verbose=verbose)
-    b = path_stats(path_b, ext, keep_features=True, cache_dir=cache_dir, verbose=verbose)
+    kw = dict(keep_features=True, cache_dir=cache_dir, use_cache=use_cache, verbose=verbose)
+    a = path_stats(path_a, ext, label=f"A ({path_a})", **kw)
+    b = path_stats(path_b, ext, label=f"B ({path_b})", **kw)
     fid = fid_of(a, b)
     kid = distances.kernel_inception_distance(
         a.features, b.features, KID_SUBSETS, KID_SUBSET_SIZE, seed=seed

@@ -14,6 +14,12 @@ Dataset statistics are cached in `cache_dir` (default `$TOONJAX_CACHE` or
 `~/.cache/toonjax/metrics`) under a key of the dataset's identity (metadata `source_hash` and
 `count`, or a hash of its shards when the metadata has none), the options (x-flip, subset) and
 the feature network's hash: a re-packed dataset or another feature network misses the cache.
+Image folders and zips are cached the same way (`folder_stats`), keyed by their content as the
+file system describes it (every image's relative name, size and modification time; for a zip,
+the archive's size and time and its members' names and sizes) and the feature network's hash:
+adding, removing, replacing or touching an image misses the cache. `use_cache=False` (the
+CLI's `--no-cache`) neither reads nor writes it. Entries are written atomically (a temporary
+file renamed into place), so concurrent runs never read a half-written one.
 """
 
 from __future__ import annotations
@@ -189,17 +195,36 @@ class Extractor:
 
 
 class _Progress:
-    def __init__(self, what: str, total: int | None, verbose: bool):
-        self.what, self.total, self.verbose = what, total, verbose
+    """Progress lines on stderr: the first batch (it includes the compilation), then one line at
+    most every `every` seconds, and a last line with the count and the time."""
+
+    def __init__(self, what: str, total: int | None, verbose: bool, every: float = 5.0):
+        self.what, self.total, self.verbose, self.every = what, total, verbose, every
         self.t0 = self.last = time.perf_counter()
+        self.batches = 0
 
     def update(self, done: int) -> None:
         now = time.perf_counter()
-        if self.verbose and now - self.last > 10:
+        self.batches += 1
+        if not self.verbose:
+            return
+        of = f"/{self.total}" if self.total else ""
+        if self.batches == 1:
+            self.last = now
+            print(
+                f"  {self.what}: {done}{of} images, first batch in {now - self.t0:.1f} s "
+                "(each new image size compiles the feature network first)",
+                file=sys.stderr,
+            )
+        elif now - self.last > self.every:
             self.last = now
             rate = done / (now - self.t0)
-            of = f"/{self.total}" if self.total else ""
             print(f"  {self.what}: {done}{of} images ({rate:.1f} img/s)", file=sys.stderr)
+
+    def done(self, n: int) -> None:
+        if self.verbose:
+            took = time.perf_counter() - self.t0
+            print(f"  {self.what}: features of {n} images in {took:.1f} s", file=sys.stderr)
 
 
 def stats_from_batches(
@@ -215,6 +240,11 @@ def stats_from_batches(
     for batch in batches:
         acc.add(extractor(batch))
         progress.update(acc.n)
+    progress.done(acc.n)
+    if acc.n < 2:
+        raise MetricsError(
+            f"{what}: {acc.n} usable image(s); statistics need at least 2 (a covariance)"
+        )
     return acc.result()
 
 
@@ -276,6 +306,7 @@ def dataset_stats(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     verbose: bool = False,
+    label: str = "reals",
 ) -> FeatureStats:
     """Statistics of a packed dataset (all of it, or a seeded random `max_items` subset).
 
@@ -297,34 +328,48 @@ def dataset_stats(
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     cache = Path(cache_dir or default_cache_dir()) / f"dataset-{digest}.npz"
-    if use_cache and cache.is_file():
-        try:
-            cached = FeatureStats.load(cache)
-            if cached.features is not None or not keep_features:
-                if verbose:
-                    print(f"  reals: cached statistics {cache}", file=sys.stderr)
-                return cached
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache file is recomputed and replaced
+    cached = _load_cache(cache, keep_features) if use_cache else None
+    if cached is not None:  # a damaged or featureless entry is recomputed and replaced
+        if verbose:
+            print(f"  {label}: cached statistics of {path} ({cache})", file=sys.stderr)
+        return cached
     indices = None
     if subset:
         indices = np.sort(np.random.default_rng(seed).choice(meta.count, max_items, replace=False))
     n = (len(indices) if indices is not None else meta.count) * (2 if mirror else 1)
     batches = _batched(_dataset_images(path, indices, mirror), extractor.batch_size)
-    stats = stats_from_batches(batches, extractor, keep_features, "reals", n, verbose)
+    if verbose:
+        print(f"  {label}: reading {n} images of {path}", file=sys.stderr)
+    stats = stats_from_batches(batches, extractor, keep_features, label, n, verbose)
     if use_cache:
-        try:
-            stats.save(cache, info={**key, "path": str(Path(path).absolute())})
-        except OSError as e:  # a read-only cache must not lose the result
-            print(
-                f"toonjax: warning: cannot write the statistics cache {cache}: {e}", file=sys.stderr
-            )
+        _save_cache(stats, cache, {**key, "path": str(Path(path).absolute())}, label, verbose)
     return stats
 
 
-def folder_images(path: str | os.PathLike) -> tuple[list[str], Iterator[np.ndarray]]:
-    """(image names, iterator of uint8 RGB arrays) of an image folder or zip (sorted names);
-    files that are not usable images are skipped with a warning."""
+def _load_cache(cache: Path, keep_features: bool) -> FeatureStats | None:
+    """A cached entry that serves the request, or None (missing, damaged, or without the
+    features a request for them needs: recomputed and replaced)."""
+    if not cache.is_file():
+        return None
+    try:
+        cached = FeatureStats.load(cache)
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    return cached if cached.features is not None or not keep_features else None
+
+
+def _save_cache(stats: FeatureStats, cache: Path, info: dict, label: str, verbose: bool) -> None:
+    try:
+        stats.save(cache, info=info)
+    except OSError as e:  # a read-only cache must not lose the result
+        print(f"toonjax: warning: cannot write the statistics cache {cache}: {e}", file=sys.stderr)
+        return
+    if verbose:
+        print(f"  {label}: statistics cached in {cache}", file=sys.stderr)
+
+
+def _open_folder(path: str | os.PathLike):
+    """(pack.Source, sorted image names) of an image folder or zip; no images: DatasetError."""
     from toonjax.data import pack
 
     source = pack.open_source(path)
@@ -332,18 +377,98 @@ def folder_images(path: str | os.PathLike) -> tuple[list[str], Iterator[np.ndarr
     if not names:
         source.close()
         raise DatasetError(f"{path}: no images ({', '.join(pack.IMAGE_EXTENSIONS)})")
+    return source, names
 
-    def gen():
-        with source:
-            for rel in names:
-                try:
-                    img = pack.load_rgb(source.read(rel))
-                except pack.SkipImage as e:
-                    print(f"toonjax: warning: {path}/{rel} skipped: {e}", file=sys.stderr)
-                    continue
-                yield np.asarray(img, np.uint8)
 
-    return names, gen()
+def _folder_images(source, names: list[str], path) -> Iterator[np.ndarray]:
+    from toonjax.data import pack
+
+    with source:
+        for rel in names:
+            try:
+                img = pack.load_rgb(source.read(rel))
+            except pack.SkipImage as e:
+                print(f"toonjax: warning: {path}/{rel} skipped: {e}", file=sys.stderr)
+                continue
+            yield np.asarray(img, np.uint8)
+
+
+def folder_images(path: str | os.PathLike) -> tuple[list[str], Iterator[np.ndarray]]:
+    """(image names, iterator of uint8 RGB arrays) of an image folder or zip (sorted names);
+    files that are not usable images are skipped with a warning."""
+    source, names = _open_folder(path)
+    return names, _folder_images(source, names, path)
+
+
+def count_images(path: str | os.PathLike) -> int:
+    """The number of images of a packed dataset (its metadata) or an image folder / zip (by
+    file name; unreadable files are only found when read)."""
+    if is_packed_dataset(path):
+        from toonjax.data import records
+
+        return records.read_metadata(path).count
+    source, names = _open_folder(path)
+    source.close()
+    return len(names)
+
+
+def folder_identity(source, names: list[str]) -> dict:
+    """What the statistics of an image folder or zip depend on, as the file system describes
+    it: every image's relative name, size and modification time (a zip: the archive's size and
+    time, its members' names and sizes). Reading no image, it costs one stat per file."""
+    h = hashlib.sha256()
+    if source.kind == "zip":
+        st = os.stat(source.path)
+        h.update(f"zip\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        for rel in names:
+            h.update(f"{rel}\0{source.size(rel)}\n".encode())
+    else:
+        for rel in names:
+            try:
+                st = os.stat(source.path / rel)
+                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{rel}\0?\n".encode())
+    return {"kind": source.kind, "count": len(names), "content": h.hexdigest()[:32]}
+
+
+def folder_stats(
+    path: str | os.PathLike,
+    extractor: Extractor,
+    *,
+    keep_features: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    verbose: bool = False,
+    label: str | None = None,
+) -> FeatureStats:
+    """Statistics of an image folder or zip, cached on disk under a key of its content (see
+    the module docstring) and the feature network."""
+    label = label or str(path)
+    source, names = _open_folder(path)
+    key = {
+        "version": CACHE_VERSION,
+        "folder": folder_identity(source, names),
+        "features": extractor.net.hash,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    cache = Path(cache_dir or default_cache_dir()) / f"folder-{digest}.npz"
+    cached = _load_cache(cache, keep_features) if use_cache else None
+    if cached is not None:
+        source.close()
+        if verbose:
+            print(
+                f"  {label}: cached statistics of {cached.n} images of {path} ({cache})",
+                file=sys.stderr,
+            )
+        return cached
+    if verbose:
+        print(f"  {label}: reading {len(names)} images of {path}", file=sys.stderr)
+    batches = _batched(_folder_images(source, names, path), extractor.batch_size)
+    stats = stats_from_batches(batches, extractor, keep_features, label, len(names), verbose)
+    if use_cache:
+        _save_cache(stats, cache, {**key, "path": str(Path(path).absolute())}, label, verbose)
+    return stats
 
 
 def is_packed_dataset(path: str | os.PathLike) -> bool:
@@ -358,16 +483,20 @@ def path_stats(
     *,
     keep_features: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
     verbose: bool = False,
+    label: str | None = None,
 ) -> FeatureStats:
-    """Statistics of a packed dataset (cached), an image folder or a zip (not cached)."""
+    """Statistics of a packed dataset, an image folder or a zip (each cached on disk)."""
+    kw = dict(
+        keep_features=keep_features,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        verbose=verbose,
+    )
     if is_packed_dataset(path):
-        return dataset_stats(
-            path, extractor, keep_features=keep_features, cache_dir=cache_dir, verbose=verbose
-        )
-    names, images = folder_images(path)
-    batches = _batched(images, extractor.batch_size)
-    return stats_from_batches(batches, extractor, keep_features, str(path), len(names), verbose)
+        return dataset_stats(path, extractor, label=label or str(path), **kw)
+    return folder_stats(path, extractor, label=label, **kw)
 
 
 # ------------------------------------------------------------------------------------------------

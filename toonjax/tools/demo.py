@@ -354,7 +354,7 @@ class DemoEngine:
         self.lpips = None
         if self.translator is None and toon is not None and lpips is not None:
             if isinstance(lpips, str | os.PathLike):
-                from toonjax.convert.vgg import load_lpips
+                from toonjax.metrics.features import load_lpips
 
                 lpips = load_lpips(lpips)
             self.lpips = lpips

@@ -607,7 +607,7 @@ def project_files(
     verbose: bool = True,
 ) -> ProjectResult:
     """The `toonjax project` command: load, project every target in one batch, write outputs."""
-    from toonjax.convert.vgg import load_lpips
+    from toonjax.metrics.features import load_lpips
 
     lpips = load_lpips(lpips_path, vgg16_path)  # before the network: fail fast on weights
     bundle = load_network(network)

@@ -334,7 +334,7 @@ def toonify(
     # Weights and networks first: fail fast on missing files.
     t = time.perf_counter()
     if lpips is None or isinstance(lpips, str | os.PathLike):
-        from toonjax.convert.vgg import load_lpips
+        from toonjax.metrics.features import load_lpips
 
         lpips = load_lpips(lpips, vgg16)
     base_name, toon_name = _name(base), _name(toon)

@@ -51,7 +51,12 @@ from pathlib import Path
 
 import numpy as np
 
-from toonjax.convert.network import NetworkBundle, check_replaceable, save_network
+from toonjax.convert.network import (
+    NetworkBundle,
+    check_replaceable,
+    is_toonjax_network_dir,
+    save_network,
+)
 from toonjax.errors import ConvertError
 from toonjax.nets.stylegan2 import flatten_names
 from toonjax.tools.generate import GenerateError, _save_png, image_grid, to_uint8
@@ -201,6 +206,15 @@ def _numpy_vars(bundle: NetworkBundle) -> dict:
     return jax.tree.map(np.asarray, v)
 
 
+class OutputExistsError(ConvertError):
+    """OUT is a toonjax network directory and replacing it was not asked for. The message
+    names the library's keyword; the CLI catches this and names its `--overwrite` flag."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: already exists; pass overwrite=True to replace it")
+
+
 def write_blend(
     base: str | os.PathLike | NetworkBundle,
     toon: str | os.PathLike | NetworkBundle,
@@ -213,9 +227,13 @@ def write_blend(
     """`blend_networks` then `save_network(out)`.
 
     OUT is checked first (`check_replaceable`: `overwrite` replaces only a toonjax network
-    directory), so a refusal comes before the networks are read and blended.
+    directory), so a refusal comes before the networks are read and blended; an existing
+    network directory without `overwrite` is an `OutputExistsError`.
     """
-    check_replaceable(Path(out).expanduser().absolute(), overwrite)
+    dest = Path(out).expanduser().absolute()
+    if not overwrite and not dest.is_symlink() and is_toonjax_network_dir(dest):
+        raise OutputExistsError(dest)
+    check_replaceable(dest, overwrite)
     return save_network(out, blend_networks(base, toon, swap_res, width, mapping), overwrite)
 
 

@@ -5,6 +5,11 @@ mapping network), one seed per (jitted, batch-1) call; conditional networks take
 class; bytes are `clip(img * 127.5 + 128, 0, 255)` truncated to uint8 in float32, as generate.py
 writes them. With noise_mode 'const' and the same network the PNGs equal generate.py's up to
 float rounding (a value rarely lands one level off).
+
+DCGAN training workdirs (`toonjax train --config configs/dcgan.py:...`) are sampled too: G with
+its running BatchNorm statistics (no dropout), z = `numpy.random.RandomState(S).randn(z_dim)`
+per seed, bytes `round((img + 1) * 127.5)` as the trainer's sample grids; truncation, classes
+and noise modes do not exist there and are refused when asked for.
 """
 
 from __future__ import annotations
@@ -137,6 +142,91 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
         PIL.Image.fromarray(arr, "RGB").save(path)
 
 
+# ------------------------------------------------------------------------------------------------
+# DCGAN training runs.
+
+
+def dcgan_checkpoint(path: str | os.PathLike) -> tuple[Path, dict] | None:
+    """(checkpoint dir, its training config) when `path` is a DCGAN training workdir (its newest
+    complete checkpoint) or one of its `checkpoints/STEP` dirs; None for anything else."""
+    p = Path(path).expanduser().absolute()
+    if not p.is_dir():
+        return None
+    ckpt = p
+    if (p / "checkpoints").is_dir():
+        steps = [
+            int(d.name)
+            for d in (p / "checkpoints").iterdir()
+            if d.name.isdigit() and (d / "state").is_dir()
+        ]
+        if not steps:
+            return None
+        ckpt = p / "checkpoints" / str(max(steps))
+    try:
+        config = json.loads((ckpt / "config" / "metadata").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("model") != "dcgan":
+        return None
+    return ckpt, config
+
+
+def _refuse_stylegan_options(source, truncation_psi, truncation_cutoff, class_idx, noise_mode):
+    asked = []
+    if truncation_psi is not None and float(truncation_psi) != 1:
+        asked.append(f"--trunc {truncation_psi}")
+    if truncation_cutoff is not None:
+        asked.append(f"--trunc-cutoff {truncation_cutoff}")
+    if class_idx is not None:
+        asked.append(f"--class {class_idx}")
+    if noise_mode is not None:
+        asked.append(f"--noise-mode {noise_mode}")
+    if asked:
+        raise GenerateError(
+            f"{source}: a DCGAN run (unconditional, no mapping network or noise inputs), so "
+            f"{', '.join(asked)} {'does' if len(asked) == 1 else 'do'} not apply; drop "
+            f"{'it' if len(asked) == 1 else 'them'} "
+            "(truncation, classes and noise modes are StyleGAN2 options)"
+        )
+
+
+def dcgan_images(
+    network: str | os.PathLike,
+    seeds: Iterable[int],
+    *,
+    truncation_psi: float | None = None,
+    truncation_cutoff: int | None = None,
+    class_idx: int | None = None,
+    noise_mode: str | None = None,
+) -> np.ndarray:
+    """uint8 images [N, H, W, 3] of a DCGAN training run's G for `seeds`."""
+    import ml_collections
+    import orbax.checkpoint as ocp
+
+    from toonjax.train import dcgan as dcgan_train
+
+    found = dcgan_checkpoint(network)
+    if found is None:
+        raise GenerateError(f"{network}: not a DCGAN training run with a complete checkpoint")
+    ckpt, config = found
+    _refuse_stylegan_options(ckpt, truncation_psi, truncation_cutoff, class_idx, noise_mode)
+    G = dcgan_train.build(ml_collections.ConfigDict(config))[0]
+    try:
+        ckptr = ocp.StandardCheckpointer()
+        state = ckptr.restore(ckpt / "state")
+        ckptr.close()
+    except Exception as e:  # orbax raises many kinds for missing/damaged data
+        raise GenerateError(
+            f"{ckpt}: cannot restore its checkpoint ({type(e).__name__}: {e})"
+        ) from e
+    variables = {"params": state["g_params"], "batch_stats": state["g_stats"]}
+    z = np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds]).astype(np.float32)
+    with jax.default_matmul_precision("highest"):
+        img = jax.jit(lambda v, z: G.apply(v, z, train=False))(variables, jnp.asarray(z))
+    # The trainer's sample grids' conversion, so that seeds look as they do in samples/.
+    return np.clip(np.rint((np.asarray(img, np.float32) + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
 def write_images(
     network: str | os.PathLike | NetworkBundle,
     seeds: Sequence[int],
@@ -144,8 +234,14 @@ def write_images(
     grid: bool = True,
     **kwargs,
 ) -> list[Path]:
-    """`generate_images` then `OUTDIR/seedNNNN.png` per seed and `OUTDIR/grid.png`."""
-    images = generate_images(network, seeds, **kwargs)
+    """`generate_images` (a DCGAN training run: `dcgan_images`) then `OUTDIR/seedNNNN.png` per
+    seed and `OUTDIR/grid.png`. Options given as None take their defaults."""
+    if not isinstance(network, NetworkBundle) and dcgan_checkpoint(network) is not None:
+        images = dcgan_images(network, seeds, **kwargs)
+    else:
+        images = generate_images(
+            network, seeds, **{k: v for k, v in kwargs.items() if v is not None}
+        )
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []

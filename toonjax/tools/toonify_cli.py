@@ -99,9 +99,15 @@ def _cmd_blend(args: argparse.Namespace) -> None:
         )
         print(f"wrote {path} (rows: swap-res {', '.join(map(str, res))}; cols: seeds)")
         return
-    dest = blend.write_blend(
-        args.base, args.toon, args.out, args.swap_res, args.width, args.mapping, args.overwrite
-    )
+    try:
+        dest = blend.write_blend(
+            args.base, args.toon, args.out, args.swap_res, args.width, args.mapping, args.overwrite
+        )
+    except blend.OutputExistsError as e:  # the library names its keyword; say the flag here
+        raise generate.GenerateError(
+            f"{e.path}: already exists; pass --overwrite to replace it (a toonjax network "
+            "directory: only those are replaced)"
+        ) from None
     print(
         f"wrote {dest}: blocks below {args.swap_res}x{args.swap_res} from --toon, the rest from "
         f"--base, mapping and w_avg from --{args.mapping}"

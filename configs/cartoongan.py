@@ -47,8 +47,10 @@ Variants (after the colon; combine with commas, e.g. `cartoongan.py:toyfaces,run
     fact kept a BCE adversarial loss and made the content loss L2; for that reading add
     `--config.loss.adversarial=gan --config.loss.content_distance=l2`.)
 
-  runlocal: shrinks any variant to a seconds-long smoke run (what the tests launch): 32x32,
-    tiny nets, 2 initialisation + 2 adversarial steps, random content network.
+  runlocal: shrinks any variant to a smoke run (what the tests launch; most of its time is
+    compiling): 32x32, tiny nets, 2 initialisation + 2 adversarial steps, random content
+    network; its toy photos and cartoons go to $TOONJAX_CACHE/smoke-data/ (default
+    ~/.cache/toonjax/smoke-data/), not ./data.
 
 Any field can be overridden: `--config.batch_size=4 --config.loss.adversarial=gan`.
 `--config.metrics=fid --config.metrics_features=inception.npz --config.evaluate_every=1000`
@@ -56,6 +58,8 @@ adds the FID between the cartoonized validation photos and the cartoon set.
 """
 
 import ml_collections
+
+from toonjax.data.toyfaces import smoke_data_path
 
 VARIANTS = ("toyfaces", "paper", "modified", "runlocal")
 
@@ -128,6 +132,11 @@ def get_config(arg: str = "toyfaces") -> ml_collections.ConfigDict:
 
     c.batch_size = 8  # global, over all devices
     c.num_devices = 0  # data-parallel devices; 0: every local device
+    # Multi-process runs and the compilation cache: distributed, coordinator_address, ...
+    # (toonjax.train.distributed, README "Scaling out").
+    from toonjax.train.distributed import add_config_fields
+
+    add_config_fields(c)
     c.init_epochs = 1
     c.epochs = 7  # adversarial epochs (an epoch: one pass over the photos)
     c.init_steps = 0  # > 0: overrides init_epochs (in steps)
@@ -176,7 +185,7 @@ def get_config(arg: str = "toyfaces") -> ml_collections.ConfigDict:
         c.epochs = 190  # 200 epochs in all
 
     if "runlocal" in variants:
-        c.data.path = "data/toyphotos-cartoons-32-runlocal"
+        c.data.path = smoke_data_path("toyphotos-cartoons-32-runlocal")
         c.data.builtin = True
         c.data.builtin_n = 16
         c.data.mirror = False

@@ -40,7 +40,10 @@ Arguments after the colon, comma-separated: one preset, then options.
     mirror    x-flips of the dataset (train.py --mirror=1).
     resume    transfer-learning hyperparameters (what train.py --resume=PKL sets): ADA speed
               100 kimg, no EMA ramp-up; give the network with --config.resume_path=PATH.
-    runlocal  shrinks anything to a seconds-long smoke run (what the tests launch).
+    runlocal  shrinks anything to a 3-iteration smoke run at 16x16 (what the tests launch):
+              about 95 s on an idle 2-core CPU, 67 s of it compiling (4-7 min on a busy one);
+              its 64 toy faces go to $TOONJAX_CACHE/smoke-data/ (default
+              ~/.cache/toonjax/smoke-data/), not ./data.
 
   Recipes (one instead of a preset; options may follow, e.g. `webtoon,res=128`):
     toyfaces  CPU-sized default at 64x64 on the built-in toy faces: auto (batch 32, gamma
@@ -110,6 +113,8 @@ reference trains 256x256 at 21.6-24.2 s/kimg on one V100 (ada-pt README).
 """
 
 import ml_collections
+
+from toonjax.data.toyfaces import smoke_data_path
 
 # train.py cfg_specs (NVlabs/stylegan2-ada-pytorch, commit d72cc7d); None = resolved by `auto`.
 CFG_SPECS = {
@@ -285,6 +290,11 @@ def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
     c.freeze_g = 0
     c.freeze_sg = False
     c.num_devices = 0  # data-parallel devices; 0: every local device
+    # Multi-process runs and the compilation cache: distributed, coordinator_address, ...
+    # (toonjax.train.distributed, README "Scaling out").
+    from toonjax.train.distributed import add_config_fields
+
+    add_config_fields(c)
 
     c.kimg_per_tick = 4.0
     c.image_snapshot_ticks = 50
@@ -301,7 +311,7 @@ def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
     c.recipe = recipe or ""
 
     if "runlocal" in flags:
-        c.data.path = f"data/toyfaces-{min(res, 16)}-runlocal"
+        c.data.path = smoke_data_path(f"toyfaces-{min(res, 16)}-runlocal")
         c.data.toyfaces_n = 64
         c.net.resolution = min(res, 16)
         c.net.G_kwargs.mapping_kwargs.num_layers = 2

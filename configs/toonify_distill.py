@@ -45,9 +45,11 @@ Variants (after the colon; combine with commas, e.g. `toonify_distill.py:toyface
   wide: with ffhq256, the full CartoonGAN translator (64 channels, 8 residual blocks, 11.1 M
     parameters): more capacity, about 7x the compute per photo (3-4 s on the 2-core CPU).
 
-  runlocal: shrinks any variant to a seconds-long smoke run (what the tests launch): a
-    built-in synthetic pair set (toy faces -> the same faces restyled; no networks) at 32x32,
-    tiny nets, 4 steps, a random narrow LPIPS and the discriminator on (every code path).
+  runlocal: shrinks any variant to a smoke run (what the tests launch; most of its time is
+    compiling): a built-in synthetic pair set (toy faces -> the same faces restyled; no
+    networks) at 32x32, tiny nets, 4 steps, a random narrow LPIPS and the discriminator on
+    (every code path); the pairs go to $TOONJAX_CACHE/smoke-data/ (default
+    ~/.cache/toonjax/smoke-data/), not ./data.
 
 `loss.lpips_weights`: 'auto' (the features folder's lpips_vgg.npz + vgg16.npz if present,
 else L1 only, said at the start), '' (those files, required), a path (.npz from
@@ -57,6 +59,8 @@ structural stand-in, not a perceptual metric) or 'none'.
 """
 
 import ml_collections
+
+from toonjax.data.toyfaces import smoke_data_path
 
 VARIANTS = ("toyfaces", "ffhq256", "wide", "runlocal")
 
@@ -112,6 +116,11 @@ def get_config(arg: str = "toyfaces") -> ml_collections.ConfigDict:
 
     c.batch_size = 8
     c.num_devices = 0  # data-parallel devices; 0: every local device
+    # Multi-process runs and the compilation cache: distributed, coordinator_address, ...
+    # (toonjax.train.distributed, README "Scaling out").
+    from toonjax.train.distributed import add_config_fields
+
+    add_config_fields(c)
     c.total_steps = 2000
     c.epochs = 0  # > 0: overrides total_steps (an epoch: one pass over the training pairs)
 
@@ -143,7 +152,7 @@ def get_config(arg: str = "toyfaces") -> ml_collections.ConfigDict:
         c.net.g_res_blocks = 8
 
     if "runlocal" in variants:
-        c.data.path = "data/distill-synthetic-32-runlocal"
+        c.data.path = smoke_data_path("distill-synthetic-32-runlocal")
         c.data.synthetic = True
         c.data.synthetic_n = 24
         c.data.holdout = 4

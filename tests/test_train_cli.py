@@ -73,6 +73,7 @@ def test_batch_not_divisible_by_devices_is_a_config_error(repo_root, tmp_path, m
 
 def test_nan_guard_stops_without_saving_a_bad_state(repo_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOONJAX_CACHE", str(tmp_path / "cache"))
     cfg = f"{repo_root}/configs/dcgan.py:runlocal"
     rc = cli.main(
         [
@@ -84,6 +85,9 @@ def test_nan_guard_stops_without_saving_a_bad_state(repo_root, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "non-finite" in err and "step 1" in err
     assert not list((tmp_path / "w" / "checkpoints").glob("[0-9]*"))
+    # runlocal's toy faces went to the cache, not into the current directory (#17)
+    assert not (tmp_path / "data").exists()
+    assert (tmp_path / "cache" / "smoke-data" / "toyfaces-32-runlocal" / "metadata.json").is_file()
 
 
 def _train_cmd(repo_root, workdir, data):

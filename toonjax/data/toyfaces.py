@@ -846,18 +846,41 @@ def write_toyfaces(
     )
 
 
+def cache_root() -> Path:
+    """`$TOONJAX_CACHE`, else `~/.cache/toonjax` (the metrics statistics live in its
+    `metrics/`, the smoke runs' toy data in its `smoke-data/`)."""
+    env = os.environ.get("TOONJAX_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "toonjax"
+
+
+def smoke_data_path(name: str) -> str:
+    """Where the `runlocal` config variants keep their built-in toy data: `name` under
+    `cache_root()/smoke-data` (absolute), so that a smoke run writes nothing into the current
+    directory and later smoke runs reuse the set. `--config.data.path=DIR` still overrides it."""
+    return str((cache_root() / "smoke-data" / name).absolute())
+
+
 def ensure_toyfaces(
     dest: str | os.PathLike, n: int, resolution: int, seed: int = 0, verbose: bool = False
 ) -> records.Metadata:
     """Returns the toy-face dataset at `dest`, building it first if it does not exist.
 
     An existing dataset is reused only if it was generated with the same `n`, `resolution` and
-    `seed` (and generator version); otherwise a DatasetError says how to resolve it.
+    `seed` (and generator version); otherwise a DatasetError says how to resolve it. Two runs
+    building the same missing set at once (smoke runs sharing `smoke_data_path`) both end with
+    the set the first one finished.
     """
     resolution = _check_resolution(resolution)
     dest = Path(dest)
     if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
-        return write_toyfaces(dest, n, resolution, seed, overwrite=dest.exists(), verbose=verbose)
+        try:
+            return write_toyfaces(
+                dest, n, resolution, seed, overwrite=dest.exists(), verbose=verbose
+            )
+        except (DatasetError, OSError):
+            if not (dest / records.METADATA_FILE).is_file():
+                raise
+            # Another process completed it meanwhile: checked below like any existing set.
     try:
         meta = records.read_metadata(dest)
     except DatasetError as e:

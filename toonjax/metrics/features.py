@@ -31,7 +31,7 @@ PTH_INCEPTION = "pt_inception-2015-12-05-6726825d.pth"
 KINDS = {
     "inception": (
         "inception.npz",
-        "the FID Inception",
+        "FID Inception",
         PTH_INCEPTION,
         f"pytorch-fid's weights, {FID_WEIGHTS_URL}",
     ),
@@ -126,7 +126,7 @@ def check_kind(
     else:
         held = f"it holds {have!r} weights"
     hint = f"; {p.name} belongs to {others[have]}" if others and have in others else ""
-    raise FeaturesError(f"{flag} {p}: {held}, not {want}{hint}; {how_to_make(kind)}")
+    raise FeaturesError(f"{flag} {p}: {held}, not {want} weights{hint}; {how_to_make(kind)}")
 
 
 def resolve(path: str | os.PathLike | None, kind: str, flag: str) -> Path:

@@ -80,9 +80,9 @@ def convert_command(kind: str, out: str | os.PathLike | None = None) -> str:
 
 
 def how_to_make(kind: str, out: str | os.PathLike | None = None) -> str:
-    """'make it with `toonjax convert-features ...` (SRC: where it is published)'."""
-    _, _, src, where = KINDS[kind]
-    return f"make it with `{convert_command(kind, out)}` ({src}: {where})"
+    """'make KIND weights with `toonjax convert-features ...` (SRC: where it is published)'."""
+    _, name, src, where = KINDS[kind]
+    return f"make {name} weights with `{convert_command(kind, out)}` ({src}: {where})"
 
 
 def npz_kind(path: str | os.PathLike) -> str | None:

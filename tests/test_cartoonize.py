@@ -183,7 +183,7 @@ def test_odd_sizes_keep_their_size_and_bucket_mode(small):
 
 
 def test_folder_and_zip_inputs_with_compare_sheets(small, tmp_path, capsys):
-    """Default load size (the script's 450), batch 4, a broken file skipped with a warning."""
+    """The script's load size (450), batch 4, a broken file skipped with a warning."""
     sd, path = small
     src = tmp_path / "photos"
     a, b, c = photo(37, 53, 4), photo(37, 53, 5), photo(74, 106, 6)  # all become 314x450
@@ -201,6 +201,7 @@ def test_folder_and_zip_inputs_with_compare_sheets(small, tmp_path, capsys):
     for inp in (src, zpath):
         out = tmp_path / f"out_{inp.suffix or 'folder'}"
         argv = ["cartoonize", "--network", path, inp, out, "--batch", 4, "--compare"]
+        argv += ["--load-size", 450]
         assert cli.main([str(x) for x in argv]) == 0
         cap = capsys.readouterr()
         warnings = [line for line in cap.err.splitlines() if "warning" in line]
@@ -223,6 +224,26 @@ def test_folder_and_zip_inputs_with_compare_sheets(small, tmp_path, capsys):
     )
 
 
+def test_no_resizing_by_default_and_max_size_only_shrinks(small, tmp_path, capsys):
+    sd, path = small
+    src = tmp_path / "photos"
+    save_png(src / "small.png", photo(37, 53, 1))  # H x W
+    save_png(src / "big.png", photo(74, 106, 2))
+    sizes = {}
+    for extra in ([], ["--max-size", 60]):
+        out = tmp_path / f"out{len(extra)}"
+        assert cli.main([str(x) for x in ["cartoonize", "--network", path, src, out, *extra]]) == 0
+        sizes[len(extra)] = {p.name: Image.open(p).size for p in out.glob("*.png")}
+    assert sizes[0] == {"small.png": (53, 37), "big.png": (106, 74)}  # (W, H): kept
+    # only the long side over 60 shrinks, as the script resizes (60 x int(60 / ratio))
+    assert sizes[2] == {"small.png": (53, 37), "big.png": ct.script_size(106, 74, 60)}
+    one_line_error(
+        capsys,
+        ["cartoonize", "--network", path, src, tmp_path / "o", "--max-size", 60, "--load-size", 9],
+        "--load-size and --max-size",
+    )
+
+
 def test_translator_directory_and_overwrite_rules(small, tmp_path, capsys):
     sd, path = small
     dest = tmp_path / "nets" / "small"
@@ -241,8 +262,14 @@ def test_translator_directory_and_overwrite_rules(small, tmp_path, capsys):
         capsys, ["convert-cartoongan", path, user, "--overwrite"], "not a toonjax network"
     )
     assert (user / "keep.png").exists()
+    # plain `toonjax convert` recognises the authors' file and writes the same directory
+    plain = tmp_path / "nets" / "plain"
+    assert cli.main(["convert", str(path), str(plain)]) == 0
+    assert json.loads((plain / "network.json").read_text())["kind"] == "translator"
+    bad = save_state_dict({k: v for k, v in sd.items() if k != "in03_1.scale"}, tmp_path / "b.pth")
+    one_line_error(capsys, ["convert", bad, tmp_path / "nets" / "b"], "missing in03_1.scale")
     imgs = [photo(37, 53, 7), photo(37, 53, 8)]  # a shape compiled before
-    from_dir = cz.Cartoonizer(cz.load_cartoon_network(dest), batch=2)(imgs)
+    from_dir = cz.Cartoonizer(cz.load_cartoon_network(plain), batch=2)(imgs)
     from_pth = cz.Cartoonizer(cz.load_cartoon_network(path), batch=2)(imgs)
     np.testing.assert_array_equal(np.stack(from_dir), np.stack(from_pth))
 

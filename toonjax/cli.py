@@ -1,6 +1,7 @@
 """The `toonjax` command: parses arguments and calls one library function per sub-command.
 
     toonjax train --config configs/dcgan.py:toyfaces --workdir runs/dcgan [--config.x=v]
+        (--config dcgan.py:toyfaces from any directory: toonjax.tools.config_path)
     toonjax dataset toyfaces DEST [--n 5000] [--resolution 64] [--seed 0]
     toonjax dataset pack SRC DEST --resolution 256 [--transform center-crop] [--labels folders]
     toonjax dataset pack-unpaired PHOTOS CARTOONS DEST --resolution 256 [--val-photos 16]
@@ -12,6 +13,7 @@
     toonjax demo --network NET [--toon T] [--translator T] [--cartoonizer C]   (Gradio page)
     toonjax convert SRC DEST            (NVlabs .pkl, TF .pkl or rosinality .pt -> DEST/)
     toonjax generate --network NET --seeds 0-7 [--trunc 0.7] [--class I] --outdir OUT
+        (NET: a converted network, .pkl/.pt, or a StyleGAN2 or DCGAN training workdir)
     toonjax export NET --to rosinality|nvlabs-state-dict OUT.pt
     toonjax mix | interpolate | blend | sefa | sefa-apply | toonify   (toonify tools; see
         toonjax.tools.toonify_cli)
@@ -19,12 +21,13 @@
     toonjax convert-features vgg16|lpips vgg16-397923af.pth|vgg.pth OUT.npz   (projector loss)
     toonjax convert-features vgg19|resnet101 vgg19-dcbb9e9d.pth|resnet101-63fe2227.pth OUT.npz
         (content losses)
-    toonjax project --network NET --target photo.png [--space w|w+] [--preset fast|reference]
-        [--steps 1000] --outdir OUT
+    toonjax project --network NET photo.png [--space w|w+] [--preset fast|reference]
+        [--steps 1000] --outdir OUT          (--target photo.png: the same)
     toonjax metrics --network NET --data DATASET --metrics fid50k_full,kid50k_full --features F
-    toonjax fid PATH_A PATH_B --features F      (folders, zips or packed datasets)
+    toonjax fid PATH_A PATH_B [--features F] [--no-cache]   (folders, zips or packed datasets)
+    toonjax --version
     toonjax convert-cartoongan Hayao_net_G_float.pth DEST   (CartoonGAN authors' generator)
-    toonjax cartoonize --network NET INPUT OUTPUT [--compare] [--load-size N] [--batch B]
+    toonjax cartoonize --network NET INPUT OUTPUT [--compare] [--max-size N] [--batch B]
     toonjax distill pairs --base BASE --toon TOON --n 20000 DEST | distill export WORKDIR DEST
 
 Errors a user can fix (`toonjax.errors.ToonjaxError`) are printed as one line and exit 2.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from toonjax.errors import ToonjaxError
 from toonjax.tools import toonify_cli
@@ -219,9 +223,17 @@ def _add_faces_parser(sub) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
-    from toonjax.convert import network
+    from toonjax.convert import cartoongan, network
+    from toonjax.errors import ConvertError
 
-    bundle = network.convert(args.src)
+    try:
+        bundle = network.convert(args.src)
+    except ConvertError:
+        if not cartoongan.is_authors_file(args.src):
+            raise
+        # the CartoonGAN authors' <Style>_net_G_float.pth: a translator directory
+        _cmd_convert_cartoongan(args)
+        return
     dest = network.save_network(args.dest, bundle, overwrite=args.overwrite)
     nets = ", ".join(k for k in network.NET_KEYS if k in bundle.nets)
     print(f"converted {args.src} ({bundle.format}: {nets}) to {dest}")
@@ -260,12 +272,18 @@ def _add_network_parsers(sub) -> None:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("generate", help="images from a network (NVlabs generate.py seeds)")
-    p.add_argument("--network", required=True, help="directory from `convert`, or a .pkl/.pt")
+    p.add_argument(
+        "--network",
+        required=True,
+        help="directory from `convert`, a .pkl/.pt, or a StyleGAN2 or DCGAN training workdir",
+    )
     p.add_argument("--seeds", required=True, help="e.g. 0-7 or 1,5,9-12")
-    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1)")
+    p.add_argument("--trunc", type=float, default=None, help="truncation psi (default 1)")
     p.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first K ws")
     p.add_argument("--class", dest="class_idx", type=int, default=None, help="class (cond. nets)")
-    p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    p.add_argument(
+        "--noise-mode", choices=["const", "random", "none"], default=None, help="default const"
+    )
     p.add_argument("--outdir", required=True, help="writes seedNNNN.png per seed and grid.png")
     p.set_defaults(func=_cmd_generate)
 
@@ -298,9 +316,21 @@ def _cmd_convert_features(args: argparse.Namespace) -> None:
 def _cmd_project(args: argparse.Namespace) -> None:
     from toonjax.tools import project
 
+    if args.targets and args.target:
+        raise project.ProjectError(
+            "targets given both as arguments and with --target; give them one way "
+            f"(e.g. `toonjax project --network NET {' '.join(args.targets + args.target)} "
+            "--outdir OUT`)"
+        )
+    targets = args.targets or args.target
+    if not targets:
+        raise project.ProjectError(
+            "no target image: give it as `toonjax project --network NET photo.png --outdir OUT` "
+            "(or with --target photo.png)"
+        )
     project.project_files(
         args.network,
-        args.target,
+        targets,
         args.outdir,
         space=args.space,
         preset=args.preset,
@@ -316,7 +346,10 @@ def _cmd_project(args: argparse.Namespace) -> None:
 def _add_project_parser(sub) -> None:
     p = sub.add_parser("project", help="find the w / w+ (and noise) of target images")
     p.add_argument("--network", required=True, help="directory from `convert`, or a .pkl/.pt")
-    p.add_argument("--target", required=True, nargs="+", help="image file(s), one batch")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="image file(s), one batch")
+    p.add_argument(
+        "--target", nargs="+", default=[], help="the same as the TARGET arguments (older form)"
+    )
     p.add_argument("--outdir", required=True, help="NAME_projected_w.npz, _proj/_side.png ...")
     p.add_argument("--space", choices=["w", "w+"], default="w")
     p.add_argument(
@@ -353,6 +386,7 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
         batch_size=args.batch,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
     )
     for record in records:
         metrics.print_record(record)
@@ -363,10 +397,18 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
 def _cmd_fid(args: argparse.Namespace) -> None:
     from toonjax.metrics import metrics
 
+    t0 = time.perf_counter()
     r = metrics.compare(
-        args.path_a, args.path_b, args.features, batch_size=args.batch, cache_dir=args.cache_dir
+        args.path_a,
+        args.path_b,
+        args.features,
+        batch_size=args.batch,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        verbose=True,  # progress on stderr: the first batch compiles for tens of seconds
     )
     print(f"FID {r['fid']:.6g}  KID {r['kid']:.6g}  ({r['n_a']} vs {r['n_b']} images)")
+    print(f"  in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
 def _add_metrics_parsers(sub) -> None:
@@ -389,7 +431,13 @@ def _add_metrics_parsers(sub) -> None:
     p.add_argument("out", help="output .npz")
     p.set_defaults(func=_cmd_convert_features)
 
-    features_help = "FID Inception weights: .npz from convert-features, or pytorch-fid's .pth"
+    features_help = (
+        "FID Inception weights: .npz from convert-features, or pytorch-fid's .pth (default "
+        "$TOONJAX_FEATURES/inception.npz, ~/.cache/toonjax/features when unset)"
+    )
+    cache_help = (
+        "statistics cache (default $TOONJAX_CACHE/metrics, ~/.cache/toonjax/metrics when unset)"
+    )
     p = sub.add_parser("metrics", help="FID/KID of a network against a packed dataset")
     p.add_argument("--network", required=True, help="directory from `convert`, or a .pkl/.pt")
     p.add_argument("--data", required=True, help="packed dataset (the reals)")
@@ -408,7 +456,8 @@ def _add_metrics_parsers(sub) -> None:
     p.add_argument("--features", default=None, help=features_help)
     p.add_argument("--batch", type=int, default=64, help="images per feature batch")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None, help="statistics cache (default ~/.cache/toonjax)")
+    p.add_argument("--cache-dir", default=None, help=cache_help)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.set_defaults(func=_cmd_metrics)
 
     p = sub.add_parser("fid", help="FID and KID between two image folders, zips or datasets")
@@ -416,7 +465,8 @@ def _add_metrics_parsers(sub) -> None:
     p.add_argument("path_b")
     p.add_argument("--features", default=None, help=features_help)
     p.add_argument("--batch", type=int, default=64, help="images per feature batch")
-    p.add_argument("--cache-dir", default=None, help="statistics cache (default ~/.cache/toonjax)")
+    p.add_argument("--cache-dir", default=None, help=cache_help)
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.set_defaults(func=_cmd_fid)
 
 
@@ -437,6 +487,7 @@ def _cmd_cartoonize(args: argparse.Namespace) -> None:
         args.output,
         compare=args.compare,
         load_size=args.load_size,
+        max_size=args.max_size,
         batch=args.batch,
         size_mode=args.size_mode,
         overwrite=args.overwrite,
@@ -469,8 +520,15 @@ def _add_cartoonize_parser(sub) -> None:
         "--load-size",
         type=int,
         default=None,
-        help="resize the long side to N as the authors' test script does (default: the "
-        "network's convention, 450 for the authors' files, none for trained runs; 0: keep)",
+        help="resize the long side to N as the authors' test script does (its default is "
+        "450: --load-size 450 gives its picture exactly); default: no resizing",
+    )
+    p.add_argument(
+        "--max-size",
+        type=int,
+        default=None,
+        help="shrink only images whose long side is over N to N (the same resize); "
+        "default: no resizing",
     )
     p.add_argument("--batch", type=int, default=8, help="images per network call (default 8)")
     p.add_argument(
@@ -485,8 +543,21 @@ def _add_cartoonize_parser(sub) -> None:
     p.set_defaults(func=_cmd_cartoonize)
 
 
+def version() -> str:
+    """The installed distribution's version, else `toonjax.__version__` (a source checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("toonjax")
+    except metadata.PackageNotFoundError:
+        import toonjax
+
+        return toonjax.__version__
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toonjax", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"toonjax {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser(
@@ -554,9 +625,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv and argv[0] == "train":
+            from toonjax.tools import config_path
             from toonjax.train import launcher
 
-            launcher.run(["toonjax train", *argv[1:]])
+            # `--config dcgan.py:toyfaces` from any directory (config_path's search path)
+            launcher.run(["toonjax train", *config_path.resolve_config_args(argv[1:])])
             return 0
         args = _build_parser().parse_args(toonify_cli.join_negative_values(argv))
         args.func(args)

@@ -122,7 +122,8 @@ class Conventions:
     size_mode: str = "bucket"
 
 
-AUTHORS_CONVENTIONS = Conventions(channel_order="bgr", load_size=LOAD_SIZE, size_mode="reference")
+# No resizing by default (`--load-size 450` gives test.py's resize, `--max-size N` a bounded one).
+AUTHORS_CONVENTIONS = Conventions(channel_order="bgr", load_size=None, size_mode="reference")
 # The Translator options of the authors' Transformer (widths come from the file).
 AUTHORS_TRANSLATOR = dict(
     num_down=2,
@@ -252,6 +253,17 @@ def read_authors_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """{name: array} of a `torch.save`d state dict (legacy or zip container), read without
     torch and without running anything from the file."""
     return read_torch_state_dict(Path(path).expanduser(), EXPECTED)
+
+
+def is_authors_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is a torch file holding a state dict with the authors' generator names
+    (any of them: `convert_authors` then says what is missing or misshapen), so that
+    `toonjax convert` can send it there. Never raises."""
+    try:
+        names = read_authors_file(path)
+    except Exception:  # not a state dict at all (a StyleGAN checkpoint, a damaged file)
+        return False
+    return bool(set(names) & set(authors_names()))
 
 
 def convert_authors(path: str | os.PathLike) -> TranslatorBundle:

@@ -2,7 +2,7 @@
 
     toonjax cartoonize --network Hayao_net_G_float.pth photo.jpg out/          # out/photo.png
     toonjax cartoonize --network nets/hayao photos/ out/ --compare --batch 8     # + NAME_compare.png
-    toonjax cartoonize --network runs/cartoongan photos.zip out/ --load-size 256
+    toonjax cartoonize --network runs/cartoongan photos.zip out/ --max-size 1024
 
     net = load_cartoon_network("Hayao_net_G_float.pth")
     cartoons = Cartoonizer(net)([rgb_uint8_a, rgb_uint8_b])     # same sizes back
@@ -15,11 +15,12 @@ NETWORK is one of
   `toonjax.train.cartoongan.load_generator`.
 
 Each network carries its input conventions (`toonjax.convert.cartoongan.Conventions`). The
-authors' networks follow their test script (see `toonjax.convert.cartoongan`): the long side
-resized to 450 with PIL bicubic (`--load-size N` to change it, 0 to keep the size), BGR in
-[-1, 1] inside, RGB out, rounded as torchvision's `save_image` does, and the network run at
-each image's own size ("reference" size mode), which gives that script's picture for every size.
-Networks trained by toonjax take RGB and are not resized by default.
+authors' networks follow their test script (see `toonjax.convert.cartoongan`): BGR in [-1, 1]
+inside, RGB out, rounded as torchvision's `save_image` does, and the network run at each image's
+own size ("reference" size mode), which gives that script's picture for every size. Nothing is
+resized unless asked: `--load-size N` resizes the long side to N as the script does (PIL
+bicubic; the script's default is 450, so `--load-size 450` gives its picture exactly), and
+`--max-size N` shrinks only images whose long side is over N, the same way.
 
 Sizes. `reference`: images of the same (resized) size are batched together and the network
 (`AnySizeTranslator`) runs at that size, one compilation per size and batch shape; the output
@@ -488,17 +489,29 @@ def cartoonize_files(
     overwrite: bool = False,
     precision: str = "highest",
     log: Callable[[str], None] | None = print,
+    max_size: int | None = None,
 ) -> Summary:
     """Cartoonizes INPUT (an image, a folder or a zip) into the folder OUTPUT.
 
-    `load_size`: None follows the network's convention (450 for the authors' networks, as
-    their test script), 0 keeps every image's size, N resizes the long side to N as that
-    script does. See the module docstring for sizes, names and writing.
+    `load_size`: None follows the network's convention (none: every image keeps its size),
+    0 keeps every image's size, N resizes the long side to N as the authors' test script does.
+    `max_size` N: only images whose long side is over N are shrunk to N (the same resize).
+    See the module docstring for sizes, names and writing.
     """
     t0 = time.perf_counter()
     net = network if isinstance(network, CartoonNetwork) else load_cartoon_network(network)
     if load_size is not None and load_size < 0:
         raise DatasetError(f"--load-size must be 0 (keep the size) or positive, got {load_size}")
+    if max_size is not None:
+        if load_size:
+            raise DatasetError(
+                "--load-size and --max-size both resize: pass one (--load-size N: the long "
+                "side becomes N; --max-size N: only longer sides shrink to N)"
+            )
+        if max_size < MIN_SIDE:
+            raise DatasetError(
+                f"--max-size {max_size} is below the smallest side, {MIN_SIDE} pixels"
+            )
     size = net.conventions.load_size if load_size is None else (load_size or None)
     if size is not None and size < MIN_SIDE:
         raise DatasetError(f"--load-size {size} is below the smallest side, {MIN_SIDE} pixels")
@@ -513,7 +526,11 @@ def cartoonize_files(
             )
         _check_outputs(items, inputs, out_dir, overwrite)
         say = log or (lambda s: None)
-        resize = f"long side resized to {size}" if size else "not resized"
+        resize = (
+            f"long side resized to {size}" if size
+            else f"long sides over {max_size} shrunk to {max_size}" if max_size
+            else "not resized"
+        )  # fmt: skip
         say(
             f"{net.description}: {len(items)} images, {resize}, size mode "
             f"{cartoonizer.size_mode}, {net.conventions.channel_order.upper()} inside"
@@ -535,7 +552,8 @@ def cartoonize_files(
                     raise fsguard.write_error(out_dir, e, dest_name="OUTPUT") from None
             say(f"  {len(written)}/{len(items)} done")
 
-        for item, img in _decoded(inputs, items, size, skipped, single=inputs.single):
+        decoded = _decoded(inputs, items, size, skipped, single=inputs.single, max_size=max_size)
+        for item, img in decoded:
             key = cartoonizer.key(img.shape)
             pending.setdefault(key, []).append((item, img))
             if len(pending[key]) == batch:
@@ -562,13 +580,21 @@ def cartoonize_files(
 
 
 def _decoded(
-    inputs: _Inputs, items: list[_Item], size: int | None, skipped: list, single: bool
+    inputs: _Inputs,
+    items: list[_Item],
+    size: int | None,
+    skipped: list,
+    single: bool,
+    max_size: int | None = None,
 ) -> Iterator[tuple[_Item, np.ndarray]]:
     """(item, resized uint8 RGB) per usable input; the others are warned about and recorded
     (a single INPUT that is not usable is the error)."""
     for item in items:
         try:
-            img = resize_like_script(inputs.read(item.rel), size)
+            img = inputs.read(item.rel)
+            if max_size and max(img.size) > max_size:
+                img = resize_like_script(img, max_size)
+            img = resize_like_script(img, size)
             if min(img.size) < MIN_SIDE:
                 raise pack.SkipImage(
                     f"{img.size[0]}x{img.size[1]} is smaller than {MIN_SIDE} pixels on a side"

@@ -55,6 +55,9 @@ def run(argv: list[str]) -> None:
         print(USAGE)
         return
     argv = _join_config_value(argv)
+    from toonjax.tools import config_path
+
+    argv = [argv[0], *config_path.resolve_config_args(argv[1:])]  # `dcgan.py:...` from anywhere
     try:
         config, workdir = _parse(argv)
     except (KeyError, AttributeError) as e:  # --config.FIELD=... naming no field

@@ -51,6 +51,9 @@ Arguments after the colon, comma-separated: one preset, then options.
               ADA bgc adjusting at 20 kimg per unit of p (the reference's 500 suits 25,000-kimg
               runs), 250 kimg (about 3 hours on 2 CPU cores, 40 s/kimg).
                 toonjax train --config configs/stylegan2_ada.py:toyfaces --workdir runs/sg2-toy
+    emoji64   the toyfaces recipe on emoji faces packed by `toonjax dataset emoji ... --resolution
+              64` (default path data/emoji64; README "Training on real emoji").
+                toonjax train --config configs/stylegan2_ada.py:emoji64 --workdir runs/emoji64
     webtoon   faces of one webtoon (a few hundred to 1,000): paper256 networks, batch 8, ADA
               'bgcfnc', mirror, transfer from an FFHQ-256 checkpoint, 1,000 kimg.
                 toonjax train --config configs/stylegan2_ada.py:webtoon --workdir runs/webtoon \
@@ -138,6 +141,7 @@ FLAGS = ("cond", "mirror", "resume", "runlocal")
 # Recipes: a preset plus the settings of one of this project's use cases (see the docstring).
 RECIPES = {
     "toyfaces": dict(preset="auto", res=64, flags=()),
+    "emoji64": dict(preset="auto", res=64, flags=()),
     "webtoon": dict(preset="paper256", res=256, batch=8, flags=("mirror", "resume")),
     "emoji": dict(preset="paper256", res=256, batch=16, flags=("mirror", "resume")),
     "toonify": dict(preset="paper256", res=256, batch=16, flags=("mirror", "resume")),
@@ -332,8 +336,10 @@ def get_config(arg: str = "auto") -> ml_collections.ConfigDict:
 
 def _apply_recipe(c: ml_collections.ConfigDict, recipe: str) -> None:
     """The settings a recipe adds on top of its preset (values in the module docstring)."""
-    c.require_resume = recipe != "toyfaces"
-    if recipe == "toyfaces":
+    c.require_resume = recipe not in ("toyfaces", "emoji64")
+    if recipe == "emoji64":  # the toyfaces recipe on real emoji (no toy faces written)
+        c.data.path, c.data.toyfaces = "data/emoji64", False
+    if recipe in ("toyfaces", "emoji64"):
         # CPU-sized: 2 mapping layers (auto), w 128, 64 channels up to 16x16, 32 at 32x32 and 16
         # at 64x64, float32 throughout. ADA adjusts p 25x faster than the reference's 500 kimg,
         # in proportion to a run of tens of kimg instead of 25,000.

@@ -137,3 +137,12 @@ def test_latents_are_saved_and_reused(ct, tmp_path):
     np.testing.assert_array_equal(ct.latents(tmp_path / "z.npy", 99, 16), z)
     with pytest.raises(ValueError, match="need"):
         ct.latents(tmp_path / "z.npy", 4, 8)
+
+
+def test_emoji64_recipe_is_toyfaces_on_packed_emoji(ct):
+    e = ct.load_config("configs/stylegan2_ada.py:emoji64").to_dict()
+    t = ct.load_config("configs/stylegan2_ada.py:toyfaces").to_dict()
+    assert (e["data"].pop("path"), e["data"].pop("toyfaces"), e.pop("recipe")) == (
+        "data/emoji64", False, "emoji64")  # fmt: skip
+    t["data"].pop("path"), t["data"].pop("toyfaces"), t.pop("recipe")
+    assert e == t and not e["require_resume"]

@@ -505,6 +505,24 @@ def side_by_side(left: np.ndarray, right: np.ndarray, titles=("toonjax", "NVlabs
     return out
 
 
+def edge_contrast(images: np.ndarray) -> dict[str, float]:
+    """Mean |outermost row/column - the next one| per side of uint8 NHWC images, and between
+    the two middle columns (for scale): stripes along a border raise that side's value."""
+    x = np.asarray(images, np.float32)
+    w = x.shape[2]
+
+    def d(a, b):
+        return float(np.abs(a - b).mean())
+
+    return {
+        "left": d(x[:, :, 0], x[:, :, 1]),
+        "right": d(x[:, :, -1], x[:, :, -2]),
+        "top": d(x[:, 0], x[:, 1]),
+        "bottom": d(x[:, -1], x[:, -2]),
+        "middle": d(x[:, :, w // 2 - 1], x[:, :, w // 2]),
+    }
+
+
 def latents(path: str | os.PathLike, n: int, z_dim: int, seed: int = 123) -> np.ndarray:
     """The fixed z's: read from `path` if it exists, else drawn (RandomState(seed)) and saved."""
     p = Path(path)
@@ -536,12 +554,21 @@ def report(toonjax_dir, nvlabs_dir, out, z_path=None, n=32, cols=8, batch=None, 
         z_path = out / "z.npy"
     snaps_t, snaps_n = toonjax_snapshots(toonjax_dir, batch), nvlabs_snapshots(nvlabs_dir)
     shared = sorted(set(snaps_t) & set(snaps_n) - {0})
-    grids = []
+    grids, edges, rows = [], [], []
     for k in shared:
-        left, right = grid(render(snaps_t[k], z), cols), grid(render(snaps_n[k], z), cols)
+        a, b = render(snaps_t[k], z), render(snaps_n[k], z)
         name = f"grids-kimg{k:06d}.png"
+        left, right = grid(a, cols), grid(b, cols)
         save_png(out / name, side_by_side(left, right, (f"toonjax {k} kimg", f"NVlabs {k} kimg")))
         grids.append((k, name))
+        edges.append((k, edge_contrast(a), edge_contrast(b)))
+        rows.append(
+            side_by_side(
+                grid(a[:cols], cols), grid(b[:cols], cols), (f"toonjax {k}", f"NVlabs {k} kimg")
+            )
+        )
+    if rows:
+        save_png(out / "progression.png", np.concatenate(rows, axis=0))
     times = {"toonjax": wall_time(tj, "toonjax"), "nvlabs": wall_time(nv, "nvlabs")}
     run_json = Path(out) / "run.json"
     measured = json.loads(run_json.read_text()) if run_json.is_file() else {}
@@ -574,6 +601,21 @@ def report(toonjax_dir, nvlabs_dir, out, z_path=None, n=32, cols=8, batch=None, 
         "![curves](curves.png)",
         "",
     ]
+    if edges:
+        lines += [
+            "Border contrast of the G_ema images (`edge_contrast`: mean |outermost row/column -",
+            "its neighbour| in 8-bit levels, per side, and the same between two middle columns):",
+            "",
+            "| kimg | run | left | right | top | bottom | middle |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for k, ea, eb in edges:
+            for run, e in (("toonjax", ea), ("NVlabs", eb)):
+                vals = " | ".join(
+                    f"{e[s]:.1f}" for s in ("left", "right", "top", "bottom", "middle")
+                )
+                lines.append(f"| {k} | {run} | {vals} |")
+        lines += ["", "![progression](progression.png)", ""]
     for k, name in grids:
         lines += [f"## {k} kimg", "", f"![{k} kimg]({name})", ""]
     (out / "summary.md").write_text("\n".join(lines))

@@ -146,3 +146,11 @@ def test_emoji64_recipe_is_toyfaces_on_packed_emoji(ct):
         "data/emoji64", False, "emoji64")  # fmt: skip
     t["data"].pop("path"), t["data"].pop("toyfaces"), t.pop("recipe")
     assert e == t and not e["require_resume"]
+
+
+def test_edge_contrast_sees_a_border_stripe(ct):
+    img = np.full((2, 16, 16, 3), 200, np.uint8)
+    img[:, :, 0] = 0  # a dark left column
+    img[:, -1] = 100  # a grey bottom row
+    e = ct.edge_contrast(img)
+    assert e["left"] > 150 and e["bottom"] > 90 and e["right"] == e["top"] == e["middle"] == 0

@@ -69,6 +69,7 @@ def test_report_from_folder_and_packed_dataset(tmp_path):
     gen.mkdir()
     for i, j in enumerate((4, 11)):
         Image.fromarray(refs[j]).save(gen / f"seed{i:04d}.png")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(gen / "grid.png")  # generate's grid
     np.testing.assert_array_equal(nn.load_images(data), refs)
     info = nn.nearest_report(gen, data, tmp_path / "nn.png", k=2)
     assert info["nearest_index"] == [4, 11] and info["generated_nn_median"] < 1e-3

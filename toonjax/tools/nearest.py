@@ -41,7 +41,8 @@ class NearestError(ToonjaxError, ValueError):
 
 
 def load_images(source: str | os.PathLike, limit: int | None = None) -> np.ndarray:
-    """uint8 NHWC from a packed toonjax dataset or a folder of images (sorted by name)."""
+    """uint8 NHWC from a packed toonjax dataset or a folder of images (sorted by name; in a
+    folder `toonjax generate` wrote, its seedNNNN.png only)."""
     from toonjax.data import records
 
     p = Path(source)
@@ -55,6 +56,8 @@ def load_images(source: str | os.PathLike, limit: int | None = None) -> np.ndarr
         from PIL import Image
 
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in _EXTS and f.is_file())
+        seeds = [f for f in files if f.name.startswith("seed")]
+        files = seeds or files  # `toonjax generate` output: seedNNNN.png, not its grid.png
         out = [np.asarray(Image.open(f).convert("RGB")) for f in files[:limit]]
     else:
         raise NearestError(f"{p}: neither a packed dataset nor a folder of images")

@@ -230,7 +230,18 @@ def read_weights(
             raise ConvertError(f"{source}: unreadable .npz ({e})") from None
         have = str(flat.pop("__kind__", "?"))
         if have != kind:
-            raise ConvertError(f"{source}: holds {have} weights, expected {kind}")
+            from toonjax.metrics import features
+
+            if kind in features.KINDS:  # one line naming what it holds and the command
+                try:
+                    features.check_kind(src, kind, "weights")
+                except Exception as e:
+                    raise ConvertError(str(e)) from None
+            held = "no network kind" if have == "?" else f"{have} weights"
+            raise ConvertError(
+                f"{source}: holds {held}, expected {kind} weights; make them with "
+                f"`toonjax convert-features {kind} SRC OUT.npz`"
+            )
         return flat
     return read_torch_state_dict(Path(src).expanduser(), expected)
 

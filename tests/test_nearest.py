@@ -84,3 +84,13 @@ def test_bad_inputs():
         nn.nearest(_blobs(2), _blobs(4), k=5)
     with pytest.raises(nn.NearestError, match="space"):
         nn.embed(_blobs(1), "inception")
+
+
+def test_main_writes_the_sheet(tmp_path, capsys):
+    refs = _blobs(6)
+    data, gen = tmp_path / "data", tmp_path / "gen"
+    records.write_records(data, ((records.encode_png(im), None) for im in refs), resolution=16)
+    gen.mkdir()
+    Image.fromarray(refs[2]).save(gen / "a.png")
+    assert nn.main([str(gen), str(data), "--out", str(tmp_path / "s.png"), "--k", "1"]) == 0
+    assert '"generated": 1' in capsys.readouterr().out and (tmp_path / "s.png").is_file()

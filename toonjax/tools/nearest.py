@@ -209,3 +209,33 @@ def nearest_report(
 
 def _is_network_dir(p: Path) -> bool:
     return (p / "network.json").is_file() or (p / "checkpoints").is_dir() or (p / "state").is_dir()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m toonjax.tools.nearest GENERATED DATASET --out nn.png` (see the module doc)."""
+    import argparse
+    import json
+
+    from toonjax.tools.generate import parse_seeds
+
+    ap = argparse.ArgumentParser(
+        prog="toonjax nearest",
+        description="Memorisation check: the nearest training images of generated ones.",
+    )
+    ap.add_argument("generated", help="a network (dir, workdir, .pkl/.pt) or a folder of images")
+    ap.add_argument("dataset", help="the packed training dataset (or a folder of images)")
+    ap.add_argument("--out", required=True, help="the sheet (PNG): generated | nearest, ...")
+    ap.add_argument("--seeds", default="0-15", help="seeds when GENERATED is a network")
+    ap.add_argument("--k", type=int, default=3, help="neighbours per image (default 3)")
+    ap.add_argument("--space", choices=SPACES, default="pixel")
+    ap.add_argument("--scale", type=int, default=1, help="enlarge the sheet N times")
+    a = ap.parse_args(argv)
+    info = nearest_report(
+        a.generated, a.dataset, a.out, parse_seeds(a.seeds), a.k, a.space, a.scale
+    )
+    print(json.dumps({k: v for k, v in info.items() if k != "nearest_index"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -23,6 +23,16 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="toonjax-test-jit-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+# toonjax's own cache (smoke-run toy data, fid statistics) is the session's too: the tests
+# neither read a developer's ~/.cache/toonjax nor leave anything there.
+if "TOONJAX_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _toonjax_cache = tempfile.mkdtemp(prefix="toonjax-test-cache-")
+    os.environ["TOONJAX_CACHE"] = _toonjax_cache
+    atexit.register(shutil.rmtree, _toonjax_cache, ignore_errors=True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -17,7 +17,7 @@ Config fields (added to every config by `add_config_fields`):
   heartbeat_timeout_s  a process that sends no heartbeat for this long (killed, crashed, hung)
                        ends the others with one line naming it
   compile_cache_dir    JAX's persistent compilation cache: 'auto' (default) =
-                       $XDG_CACHE_HOME/toonjax/jax or ~/.cache/toonjax/jax; a path; '' or 'off'
+                       $TOONJAX_CACHE/jax, else ~/.cache/toonjax/jax; a path; '' or 'off'
                        disables it. An already-set JAX_COMPILATION_CACHE_DIR wins.
 
 What the rest of the training code gets from here (`setup` returns a `Runtime`):
@@ -137,8 +137,10 @@ def validate(config) -> None:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "toonjax" / "jax"
+    """`$TOONJAX_CACHE/jax`, else `~/.cache/toonjax/jax` (next to the metrics statistics and the
+    smoke-run data)."""
+    env = os.environ.get("TOONJAX_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "toonjax") / "jax"
 
 
 def configure_compile_cache(config) -> str | None:
@@ -634,7 +636,7 @@ def diagnose(text: str, me: int, count: int, coordinator: str, heartbeat: int) -
         ids = sorted(set(re.findall(r"/task:(\d+)", text)) - {str(me)})
     if ids:
         who = "process " + ids[0] if len(ids) == 1 else "processes " + ", ".join(ids)
-        what = f"{who} sent no heartbeat for {heartbeat} s (killed, crashed or hung)"
+        what = f"{who} stopped sending heartbeats (limit {heartbeat} s: killed, crashed or hung)"
     elif me != 0 and re.search(
         r"Socket closed|Connection refused|Connection reset|UNAVAILABLE|failed to connect", text
     ):

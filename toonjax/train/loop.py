@@ -251,16 +251,9 @@ def run(
                 )
                 raise SystemExit(143 if sigterm else 130)
             batch = next(loader)
-            try:
-                state, metrics = step_fn(state, batch)
-                if block:
-                    jax.block_until_ready(metrics)
-            except jax.errors.JaxRuntimeError as e:
-                if not rt.multi:
-                    raise
-                # Usually another process died in a collective: the runtime is about to end
-                # this one with a line naming it; wait for that rather than print a traceback.
-                raise rt.collective_failed(e) from None
+            state, metrics = step_fn(state, batch)
+            if block:
+                jax.block_until_ready(metrics)
             step += 1
             if step == start + 1:  # keep compilation out of the img/s figure
                 jax.block_until_ready(metrics)
@@ -298,6 +291,12 @@ def run(
                 if writer is not None:
                     writer.write_scalars(step, scalars)
                 t_log += time.perf_counter() - t_eval  # keep evaluation out of img/s
+    except jax.errors.JaxRuntimeError as e:
+        if not rt.multi:
+            raise
+        # Usually another process died in a collective: the runtime is about to end this one
+        # with a line naming it; wait for that (bounded) rather than print a traceback.
+        raise rt.collective_failed(e) from None
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started
         say(f"\ninterrupted: the last checkpoint in {ckpt.directory} stands", flush=True)
         raise

@@ -112,6 +112,11 @@ def test_runlocal_run_with_freezed_and_ada(repo_root, tmp_path):
             changed.append(not np.array_equal(np.asarray(a), np.asarray(b)))
     assert changed and all(changed)
     assert (tmp_path / "run" / "samples" / "latest.png").is_file()
+    # NVlabs' habits: grids by kimg, every option in training_options.json, the output in log.txt
+    assert (tmp_path / "run" / "samples" / "fakes000000.png").is_file()  # 32 images: kimg 0
+    opts = json.loads((tmp_path / "run" / "training_options.json").read_text())
+    assert opts["config"]["freezed"] == c.freezed and opts["run"]["start_step"] == 0
+    assert "steps 0->8" in (tmp_path / "run" / "log.txt").read_text()
 
     np.testing.assert_allclose(float(state.ada_p), 2 * 4 * 4 / (1 * 1000), rtol=1e-6)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -38,6 +38,10 @@ def test_readme_first_command_shortened(repo_root, tmp_path, monkeypatch, capsys
     assert rows[-1]["step"] == 2 and {"d_loss", "g_loss", "d_real", "d_fake"} <= rows[-1].keys()
     out = capsys.readouterr().out
     assert "done: 2 steps" in out
+    log = (run / "log.txt").read_text()  # what the run printed, also in its directory
+    assert "done: 2 steps" in log and "steps 0->2" in log
+    opts = json.loads((run / "training_options.json").read_text())
+    assert opts["config"]["model"] == "dcgan" and opts["run"]["total_steps"] == 2
 
 
 @pytest.mark.parametrize(

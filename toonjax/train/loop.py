@@ -43,8 +43,27 @@ import numpy as np
 from toonjax.data import loader as loader_lib
 from toonjax.data import records
 from toonjax.errors import ConfigError
-from toonjax.train import common
+from toonjax.train import common, run_files
 from toonjax.train import distributed as dist
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("toonjax")
+    except PackageNotFoundError:
+        import toonjax
+
+        return getattr(toonjax, "__version__", "?")
+
+
+def _grid_name(config: ml_collections.ConfigDict, step: int) -> str:
+    """`fakesSTEP.png` (7 digits), or NVlabs' `fakesKIMG.png` (6 digits, thousands of images
+    shown) when the trainer sets `config.sample_names = 'kimg'` (StyleGAN2-ADA)."""
+    if config.get("sample_names") == "kimg":
+        return run_files.snapshot_name(run_files.kimg_of(step, config.batch_size), "fakes") + ".png"
+    return f"fakes{step:07d}.png"
 
 
 def total_steps(config: ml_collections.ConfigDict, num_images: int) -> int:
@@ -123,7 +142,16 @@ def _packed_source(config: ml_collections.ConfigDict, with_labels: bool) -> Data
     return DataSource(meta.count, meta.resolution, describe, make_loader, reals)
 
 
-def run(
+def run(config: ml_collections.ConfigDict, workdir: str, **kwargs) -> Any:
+    """Trains (see `_run`) with what the run prints also appended to WORKDIR/log.txt by the
+    primary process (`run_files.tee_log`), as NVlabs' runs keep one."""
+    workdir_path = Path(workdir).absolute()
+    workdir_path.mkdir(parents=True, exist_ok=True)
+    with run_files.tee_log(workdir_path, enabled=dist.current().primary):
+        return _run(config, workdir, **kwargs)
+
+
+def _run(
     config: ml_collections.ConfigDict,
     workdir: str,
     *,
@@ -212,6 +240,18 @@ def run(
             f"{config.batch_size}; steps {start}->{steps_total}; workdir {workdir_path}",
             flush=True,
         )
+        if primary:  # every option of this start, as NVlabs' training_options.json
+            run_files.write_options(
+                workdir_path,
+                config,
+                dict(
+                    toonjax=_version(), workdir=str(workdir_path), data=data.describe,
+                    images=data.count, params=counts, devices=n_dev, processes=rt.process_count,
+                    platform=mesh.devices.flat[0].platform, start_step=start,
+                    total_steps=steps_total, started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                ),
+                start,
+            )  # fmt: skip
         if start == 0 and primary:
             common.save_grid(
                 workdir_path / "samples" / "reals.png", data.reals()[: config.num_samples]
@@ -277,7 +317,9 @@ def run(
                     jax.block_until_ready(fakes)
                 if primary:
                     imgs = np.asarray(jax.device_get(fakes))
-                    grid = common.save_grid(workdir_path / "samples" / f"fakes{step:07d}.png", imgs)
+                    grid = common.save_grid(
+                        workdir_path / "samples" / _grid_name(config, step), imgs
+                    )
                     common.save_png(workdir_path / "samples" / "latest.png", grid)
                     writer.write_image(step, "fakes", grid)
             evaluating = evaluate_every > 0 and (step % evaluate_every == 0 or step == steps_total)

@@ -122,6 +122,12 @@ def tee_log(workdir: str | os.PathLike, enabled: bool = True) -> Iterator[Path |
         sys.stdout, sys.stderr = out, err
         try:
             yield path
+        except BaseException as e:  # the reason a run stopped belongs in its log too
+            sys.stdout, sys.stderr = old
+            out.close_log()
+            err.close_log()
+            log.write(f"stopped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n")
+            raise
         finally:
             sys.stdout, sys.stderr = old
             out.close_log()

@@ -924,4 +924,5 @@ def loop_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     metric_ticks = config.get("metric_ticks", 0) or config.network_snapshot_ticks
     c.evaluate_every = tick * metric_ticks if metric_names(config) else 0
     c.num_samples = config.get("num_samples", 32)
+    c.sample_names = "kimg"  # samples/fakes000200.png, as NVlabs names them
     return c

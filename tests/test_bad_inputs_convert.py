@@ -512,7 +512,7 @@ def test_export_replaces_only_its_own_files(tmp_path):
             tmp_path / "does-not-matter.pkl", "nvlabs-state-dict", user
         )  # before reading
     assert user.read_bytes() == b"the user's own checkpoint"
-    with pytest.raises(ConvertError, match="is a directory"):
+    with pytest.raises(ConvertError, match="x.pkl"):  # a folder: the file is named in it
         export_network(tmp_path / "x.pkl", "nvlabs-state-dict", tmp_path)
 
     bundle = convert(SG_PKL)
@@ -523,6 +523,13 @@ def test_export_replaces_only_its_own_files(tmp_path):
     export_network(bundle, "nvlabs-state-dict", user, overwrite=True)  # the file the user named
     assert is_toonjax_export(user)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.pt", "weights.pt"]  # no temporaries
+    # Into a folder: NVlabs' snapshot names, by the kimg a training run had shown.
+    snaps = tmp_path / "snaps"
+    path, _ = export_network(bundle, "nvlabs-state-dict", f"{snaps}/")
+    assert path == snaps / "network-snapshot.pt"  # a converted pickle does not say its kimg
+    bundle.info = {**(bundle.info or {}), "kimg": 200.7}
+    path, _ = export_network(bundle, "nvlabs-state-dict", snaps)
+    assert path == snaps / "network-snapshot-000200.pt" and is_toonjax_export(path)
 
 
 # ------------------------------------------------------------------------------------------------

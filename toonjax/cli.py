@@ -290,7 +290,10 @@ def _add_network_parsers(sub) -> None:
     p = sub.add_parser("export", help="write a network as a plain PyTorch state dict (.pt)")
     p.add_argument("network", help="directory from `convert`, or a .pkl/.pt")
     p.add_argument("--to", required=True, choices=["rosinality", "nvlabs-state-dict"])
-    p.add_argument("out", help="output .pt file")
+    p.add_argument(
+        "out",
+        help="output .pt file, or a folder: network-snapshot-KKKKKK.pt there (kimg of a run)",
+    )
     p.set_defaults(func=_cmd_export)
 
 

@@ -243,9 +243,20 @@ def export_network(
 
     Returns (path, notes). Written atomically (temporary file + rename), without torch. An
     existing `out` is replaced only when an earlier export wrote it, or with `overwrite`.
+    `out` an existing folder (or ending in '/'): the file is named there as NVlabs names its
+    snapshots, `network-snapshot-KKKKKK.pt` by the thousands of images a training run had
+    shown (`network-snapshot.pt` for a network that does not say).
     """
-    check_export_target(out, overwrite)
+    folder = os.fspath(out).endswith(("/", os.sep)) or Path(out).is_dir()
+    if not folder:
+        check_export_target(out, overwrite)
     bundle = net if isinstance(net, NetworkBundle) else load_network(net)
+    if folder:
+        kimg = (bundle.info or {}).get("kimg")
+        name = "network-snapshot" + (f"-{int(kimg):06d}" if kimg is not None else "") + ".pt"
+        Path(out).mkdir(parents=True, exist_ok=True)
+        out = Path(out) / name
+        check_export_target(out, overwrite)
     if to == "rosinality":
         obj, notes = rosinality_checkpoint(bundle)
     elif to == "nvlabs-state-dict":

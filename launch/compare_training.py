@@ -40,7 +40,7 @@ through toonjax's safe converter, noise_mode 'const') and places them side by si
 
 Logged values differ in kind: the reference's stats.jsonl holds means over each tick, toonjax's
 metrics.jsonl the values of the tick's last iteration (r_t: its last ADA interval); the
-curves show toonjax's with a 5-tick running mean drawn over the raw values.
+curves show toonjax's raw values and their 5-tick running mean ("tj avg 5"; losses and r_t).
 """
 
 from __future__ import annotations
@@ -419,10 +419,12 @@ def plot_curves(tj: dict, nv: dict, out: str | os.PathLike, target: float | None
     tmp = out.parent / f".{out.stem}-logs"
     tmp.mkdir(parents=True, exist_ok=True)
     smooth = {k: (running_mean(v) if k in ("loss_G", "loss_D", "rt") else v) for k, v in tj.items()}
+    # The reference's tick 0 is its first iteration alone (toonjax logs no such row).
+    nv = {k: v[nv["kimg"] >= 0.5] for k, v in nv.items()}
     runs = {
-        "toonjax (mean 5)": write_metrics_jsonl(smooth, tmp / "toonjax-smooth.jsonl"),
-        "toonjax": write_metrics_jsonl(tj, tmp / "toonjax.jsonl"),
         "NVlabs": write_metrics_jsonl(nv, tmp / "nvlabs.jsonl"),
+        "toonjax": write_metrics_jsonl(tj, tmp / "toonjax.jsonl"),
+        "tj avg 5": write_metrics_jsonl(smooth, tmp / "toonjax-smooth.jsonl"),
     }
     labels = {
         "loss_G": "loss G (G main)",
@@ -505,22 +507,45 @@ def side_by_side(left: np.ndarray, right: np.ndarray, titles=("toonjax", "NVlabs
     return out
 
 
-def edge_contrast(images: np.ndarray) -> dict[str, float]:
-    """Mean |outermost row/column - the next one| per side of uint8 NHWC images, and between
-    the two middle columns (for scale): stripes along a border raise that side's value."""
+def edge_lines(images: np.ndarray, depth: int = 3) -> dict[str, float]:
+    """Strength of straight lines running along each border of uint8 NHWC images.
+
+    Each image is averaged along the border's direction (a column profile for left/right, a
+    row profile for top/bottom), which keeps lines parallel to the border and averages away
+    pixel noise; a line at offset c shows as |2 p[c] - p[c-1] - p[c+1]| (p[-1] = p[1] at the
+    edge). Per side: the mean of that over the `depth` outermost rows/columns, divided by the
+    same over the interior (offsets depth .. size-depth-1, both directions). Lines along a
+    border put that side well above 1; training images give the baseline.
+    """
     x = np.asarray(images, np.float32)
-    w = x.shape[2]
+    cols = x.mean(axis=1)  # [N, W, C] column profiles
+    rows = x.mean(axis=2)  # [N, H, C] row profiles
 
-    def d(a, b):
-        return float(np.abs(a - b).mean())
+    def second_diff(p):
+        q = np.concatenate([p[:, 1:2], p, p[:, -2:-1]], axis=1)  # mirror at the ends
+        return np.abs(2 * q[:, 1:-1] - q[:, :-2] - q[:, 2:]).mean(axis=(0, 2))  # per offset
 
+    dc, dr = second_diff(cols), second_diff(rows)
+    interior = float(np.concatenate([dc[depth:-depth], dr[depth:-depth]]).mean()) + 1e-6
     return {
-        "left": d(x[:, :, 0], x[:, :, 1]),
-        "right": d(x[:, :, -1], x[:, :, -2]),
-        "top": d(x[:, 0], x[:, 1]),
-        "bottom": d(x[:, -1], x[:, -2]),
-        "middle": d(x[:, :, w // 2 - 1], x[:, :, w // 2]),
+        "left": float(dc[:depth].mean()) / interior,
+        "right": float(dc[-depth:].mean()) / interior,
+        "top": float(dr[:depth].mean()) / interior,
+        "bottom": float(dr[-depth:].mean()) / interior,
     }
+
+
+def _zip_images(path: str, n: int) -> np.ndarray | None:
+    """The first n images of an NVlabs dataset zip (uint8 NHWC), or None if unreadable."""
+    from PIL import Image
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = sorted(m for m in zf.namelist() if m.lower().endswith(".png"))[:n]
+            imgs = [np.asarray(Image.open(io.BytesIO(zf.read(m))).convert("RGB")) for m in names]
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    return np.stack(imgs) if imgs else None
 
 
 def latents(path: str | os.PathLike, n: int, z_dim: int, seed: int = 123) -> np.ndarray:
@@ -561,7 +586,7 @@ def report(toonjax_dir, nvlabs_dir, out, z_path=None, n=32, cols=8, batch=None, 
         left, right = grid(a, cols), grid(b, cols)
         save_png(out / name, side_by_side(left, right, (f"toonjax {k} kimg", f"NVlabs {k} kimg")))
         grids.append((k, name))
-        edges.append((k, edge_contrast(a), edge_contrast(b)))
+        edges.append((k, edge_lines(a), edge_lines(b)))
         rows.append(
             side_by_side(
                 grid(a[:cols], cols), grid(b[:cols], cols), (f"toonjax {k}", f"NVlabs {k} kimg")
@@ -601,16 +626,19 @@ def report(toonjax_dir, nvlabs_dir, out, z_path=None, n=32, cols=8, batch=None, 
         "![curves](curves.png)",
         "",
     ]
+    reals = _zip_images(opts.get("training_set_kwargs", {}).get("path", ""), 256)
+    if edges and reals is not None:
+        edges.insert(0, ("data", edge_lines(reals), None))
     if edges:
         lines += [
-            "Border contrast of the G_ema images (`edge_contrast`: mean |outermost row/column -",
-            "its neighbour| in 8-bit levels, per side, and the same between two middle columns):",
+            "Lines along the borders (`edge_lines`: per side, line strength in the 3 outermost",
+            "rows/columns relative to the interior; about 1 = no border lines):",
             "",
-            "| kimg | run | left | right | top | bottom | middle |",
-            "|---|---|---|---|---|---|---|",
+            "| kimg | run | left | right | top | bottom |",
+            "|---|---|---|---|---|---|",
         ]
         for k, ea, eb in edges:
-            for run, e in (("toonjax", ea), ("NVlabs", eb)):
+            for run, e in (("toonjax", ea), ("NVlabs", eb)) if eb is not None else (("reals", ea),):
                 vals = " | ".join(
                     f"{e[s]:.1f}" for s in ("left", "right", "top", "bottom", "middle")
                 )

@@ -148,9 +148,12 @@ def test_emoji64_recipe_is_toyfaces_on_packed_emoji(ct):
     assert e == t and not e["require_resume"]
 
 
-def test_edge_contrast_sees_a_border_stripe(ct):
-    img = np.full((2, 16, 16, 3), 200, np.uint8)
-    img[:, :, 0] = 0  # a dark left column
-    img[:, -1] = 100  # a grey bottom row
-    e = ct.edge_contrast(img)
-    assert e["left"] > 150 and e["bottom"] > 90 and e["right"] == e["top"] == e["middle"] == 0
+def test_edge_lines_sees_border_lines_not_noise(ct):
+    rs = np.random.RandomState(0)
+    img = rs.randint(0, 256, (8, 32, 32, 3)).astype(np.uint8)  # pixel noise only
+    e = ct.edge_lines(img)
+    assert all(0.5 < v < 1.5 for v in e.values()), e
+    img[:, :, 1] = 0  # a dark line one column in from the left
+    img[:, -1] = 255  # a white bottom row
+    e = ct.edge_lines(img)
+    assert e["left"] > 5 and e["bottom"] > 5 and e["right"] < 1.5 and e["top"] < 1.5, e

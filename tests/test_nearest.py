@@ -94,3 +94,11 @@ def test_main_writes_the_sheet(tmp_path, capsys):
     Image.fromarray(refs[2]).save(gen / "a.png")
     assert nn.main([str(gen), str(data), "--out", str(tmp_path / "s.png"), "--k", "1"]) == 0
     assert '"generated": 1' in capsys.readouterr().out and (tmp_path / "s.png").is_file()
+
+
+def test_toonjax_nearest_is_a_cli_command(capsys):
+    from toonjax import cli
+
+    assert cli.main(["nearest", "/no/such/net", "/no/such/data", "--out", "x.png"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/no/such/net" in err[0]

@@ -621,7 +621,20 @@ def _build_parser() -> argparse.ArgumentParser:
     from toonjax.tools import distill_cli  # toonjax distill pairs | export (#14)
 
     distill_cli.add_parsers(sub)
+    p = sub.add_parser(
+        "nearest",
+        help="memorisation check: generated faces next to their nearest training images",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_nearest)
     return parser
+
+
+def _cmd_nearest(args: argparse.Namespace) -> None:
+    from toonjax.tools import nearest
+
+    nearest.main(args.rest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
             # `--config dcgan.py:toyfaces` from any directory (config_path's search path)
             launcher.run(["toonjax train", *config_path.resolve_config_args(argv[1:])])
             return 0
+        if argv and argv[0] == "nearest":  # its own parser (toonjax.tools.nearest.main)
+            from toonjax.tools import nearest
+
+            return nearest.main(argv[1:])
         args = _build_parser().parse_args(toonify_cli.join_negative_values(argv))
         args.func(args)
         return 0

@@ -30,7 +30,9 @@ The reference's loop runs unmodified on the CPU: `nvlabs-train` imports it from 
 and hands it a CPU device (a stand-in for `torch.device('cuda', rank)`, no-op CUDA events and
 memory counters, `pin_memory` a no-op); its custom ops take their reference (non-CUDA) paths
 by themselves, conv2d/grid_sample gradfix fall back to torch's own functions on torch 2.x.
-Its DataLoader runs in-process (num_workers 0), as toonjax's loader does by default.
+Its DataLoader runs in-process (num_workers 0), as toonjax's loader does by default. On a busy
+CPU give it `--threads 1` and `OMP_WAIT_POLICY=PASSIVE` (spinning OpenMP threads made it about
+4x slower per iteration under a load average of 8 on 2 cores).
 
 `report` reads toonjax's metrics.jsonl and the reference's stats.jsonl, plots loss G/D,
 ADA p and r_t against kimg for both (`curves.png`), renders the G_ema of every snapshot kimg
@@ -445,7 +447,10 @@ def toonjax_snapshots(workdir: str | os.PathLike, batch: int) -> dict[int, Path]
     """{kimg (floor of step * batch / 1000): checkpoint dir}, NVlabs' naming by kimg."""
     ck = Path(workdir) / "checkpoints"
     steps = sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit()) if ck.is_dir() else []
-    return {s * batch // 1000: ck / str(s) for s in steps}
+    out: dict[int, Path] = {}
+    for s in steps:  # the first step of each kimg: the regular snapshot, not a later stop
+        out.setdefault(s * batch // 1000, ck / str(s))
+    return out
 
 
 def nvlabs_snapshots(run_dir: str | os.PathLike) -> dict[int, Path]:
@@ -639,9 +644,7 @@ def report(toonjax_dir, nvlabs_dir, out, z_path=None, n=32, cols=8, batch=None, 
         ]
         for k, ea, eb in edges:
             for run, e in (("toonjax", ea), ("NVlabs", eb)) if eb is not None else (("reals", ea),):
-                vals = " | ".join(
-                    f"{e[s]:.1f}" for s in ("left", "right", "top", "bottom", "middle")
-                )
+                vals = " | ".join(f"{e[s]:.2f}" for s in ("left", "right", "top", "bottom"))
                 lines.append(f"| {k} | {run} | {vals} |")
         lines += ["", "![progression](progression.png)", ""]
     for k, name in grids:

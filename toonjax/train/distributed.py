@@ -365,6 +365,22 @@ def setup(config) -> Runtime:
     global _RUNTIME
     validate(config)
     if _RUNTIME is not None:
+        mode = config.get("distributed", "auto")
+        mode = ("on" if mode else "off") if isinstance(mode, bool) else mode.lower()
+        if not _RUNTIME.multi and (mode == "on" or (mode == "auto" and _explicit(config))):
+            # A second run in one Python process (tests, notebooks): the same answer as a
+            # fresh process would give, never a silent single-process run.
+            if not _explicit(config) and detect_cluster() is None:
+                raise ConfigError(
+                    "--config.distributed=on but no multi-process job was found (no TPU VM "
+                    "slice, SLURM or Open MPI environment): give "
+                    "--config.coordinator_address=HOST:PORT --config.num_processes=N "
+                    "--config.process_id=I"
+                )
+            raise ConfigError(
+                "--config.distributed: this Python process already runs JAX on its own; start "
+                "a multi-process run in a fresh process (toonjax train on every worker)"
+            )
         return _RUNTIME
     import jax
 

@@ -348,6 +348,36 @@ def test_kill_9_of_one_process_ends_the_other_with_one_line(dcgan_runs, tmp_path
 
 
 @pytest.mark.slow
+def test_an_error_in_one_process_ends_the_other_with_a_line_naming_it(dcgan_runs, tmp_path):
+    """Process 1 alone cannot read its dataset (a host without the data): it stops with its
+    own one-line error, and process 0 (already past that point) stops within seconds with one
+    line naming process 1 and quoting it, instead of waiting in a collective."""
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}  # fmt: skip
+    procs = []
+    for i, data in enumerate([dcgan_runs["data"], tmp_path / "not-on-this-host"]):
+        cmd = [
+            sys.executable, "-m", "toonjax.cli", "train", "--config",
+            str(REPO / "configs/dcgan.py:runlocal"), "--workdir", str(tmp_path / "w"),
+            f"--config.data.path={data}", "--config.data.toyfaces=False",
+            "--config.distributed=on", f"--config.coordinator_address=127.0.0.1:{port}",
+            "--config.num_processes=2", f"--config.process_id={i}",
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+    (rc0, _, err0), (rc1, _, err1) = finish(procs, 300)
+    assert rc1 == 2 and rc0 == 1, (rc0, rc1, err0[-2000:], err1[-2000:])
+    own = [ln for ln in lines(err1) if "toonjax: error" in ln]
+    assert len(own) == 1 and "not-on-this-host: not a packed toonjax dataset" in own[0], own
+    other = [ln for ln in lines(err0) if "toonjax: error" in ln]
+    assert len(other) == 1, err0[-3000:]
+    assert other[0].startswith("toonjax: error: process 0 of 2 stopped because process 1 (")
+    assert "failed: " in other[0] and "not-on-this-host: not a packed" in other[0]
+    assert "Traceback" not in err0 + err1
+
+
+@pytest.mark.slow
 def test_killed_and_rerun_resumes_exactly_and_sigterm_stops_all_at_one_step(dcgan_runs, tmp_path):
     """Both processes killed (-9) after a checkpoint and the same command run again: the final
     state is bit-identical to the uninterrupted two-process run. Then a SIGTERM to one process

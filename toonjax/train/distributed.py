@@ -32,7 +32,8 @@ What the rest of the training code gets from here (`setup` returns a `Runtime`):
 - failure: a process that is killed, crashes or hangs stops sending heartbeats and the runtime
   ends the others; their stderr passes through a small filter process that turns the runtime's
   fatal report into one line naming the process. A Python error in one process is published in
-  the runtime's key-value store, and the others stop within a second with one line naming it.
+  the runtime's key-value store, and the others stop within about two seconds with one line
+  naming it.
 """
 
 from __future__ import annotations
@@ -234,8 +235,8 @@ class Runtime:
             )
 
     def report_failure(self, exc: BaseException) -> None:
-        """This process is ending with `exc`: tell the others (they stop within a second with a
-        line naming this process) and skip the shutdown barrier at exit."""
+        """This process is ending with `exc`: tell the others (they stop within about two seconds,
+        with a line naming this process) and skip the shutdown barrier at exit."""
         if not self.multi or self._finished or self._failed_code is not None:
             return
         if isinstance(exc, SystemExit):

@@ -23,6 +23,11 @@ Trains (or resumes) the GAN a config describes; checkpoints, sample grids and me
                (variants and what to expect are in the config file's docstring)
   --workdir    the run directory; running the same command again resumes from its checkpoints
   --config.X   override any config field, e.g. --config.batch_size=64 --config.optim.g_lr=1e-4
+
+Many processes (a TPU VM slice, SLURM tasks, processes started by hand): every process runs the
+same command; --config.distributed=auto|on|off, --config.coordinator_address=HOST:PORT
+--config.num_processes=N --config.process_id=I (README "Scaling out", launch/tpu_pod.sh,
+launch/slurm.sbatch). --config.compile_cache_dir=DIR|off: JAX's persistent compilation cache.
 """
 
 

@@ -994,6 +994,20 @@ def load_network(path: str | os.PathLike) -> NetworkBundle:
     )
 
 
+def latest_checkpoint_dir(p: Path) -> Path | None:
+    """WORKDIR/checkpoints/STEP of the newest complete checkpoint of a training workdir `p`;
+    `p` itself when it has no checkpoints/ folder (a checkpoint dir given directly); None when
+    the workdir has no complete checkpoint yet."""
+    if not (p / "checkpoints").is_dir():
+        return p
+    steps = [
+        int(d.name)
+        for d in (p / "checkpoints").iterdir()
+        if d.name.isdigit() and (d / "state").is_dir()
+    ]
+    return p / "checkpoints" / str(max(steps)) if steps else None
+
+
 def load_training_run(path: str | os.PathLike) -> NetworkBundle:
     """G, G_ema and D of a StyleGAN2-ADA training run: WORKDIR (its latest checkpoint) or
     WORKDIR/checkpoints/STEP. Architecture from the config saved with the checkpoint; the
@@ -1001,16 +1015,9 @@ def load_training_run(path: str | os.PathLike) -> NetworkBundle:
     import orbax.checkpoint as ocp
 
     p = Path(path).expanduser().absolute()
-    ckpt = p
-    if (p / "checkpoints").is_dir():
-        steps = [
-            int(d.name)
-            for d in (p / "checkpoints").iterdir()
-            if d.name.isdigit() and (d / "state").is_dir()
-        ]
-        if not steps:
-            raise ConvertError(f"{p}/checkpoints: no complete checkpoint yet; train longer")
-        ckpt = p / "checkpoints" / str(max(steps))
+    ckpt = latest_checkpoint_dir(p)
+    if ckpt is None:
+        raise ConvertError(f"{p}/checkpoints: no complete checkpoint yet; train longer")
     try:
         config = json.loads((ckpt / "config" / "metadata").read_text())
     except (OSError, ValueError) as e:

@@ -152,16 +152,11 @@ def dcgan_checkpoint(path: str | os.PathLike) -> tuple[Path, dict] | None:
     p = Path(path).expanduser().absolute()
     if not p.is_dir():
         return None
-    ckpt = p
-    if (p / "checkpoints").is_dir():
-        steps = [
-            int(d.name)
-            for d in (p / "checkpoints").iterdir()
-            if d.name.isdigit() and (d / "state").is_dir()
-        ]
-        if not steps:
-            return None
-        ckpt = p / "checkpoints" / str(max(steps))
+    from toonjax.convert.network import latest_checkpoint_dir
+
+    ckpt = latest_checkpoint_dir(p)
+    if ckpt is None:
+        return None
     try:
         config = json.loads((ckpt / "config" / "metadata").read_text())
     except (OSError, ValueError):

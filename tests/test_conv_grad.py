@@ -100,3 +100,78 @@ def test_few_output_conv_is_the_convolution_and_its_gradients():
     g_ref = jax.grad(loss(lambda x, w: ops._lax_conv(x, w, (1, 1), pads)), (0, 1))(x, w)
     for a, b in zip(g_fast, g_ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+LOW_PAD_CASES = [
+    # (x shape, HWIO kernel shape, strides, padding, groups, rhs_dilation)
+    ((2, 9, 11, 5), (3, 3, 5, 4), (1, 1), "VALID", 1, None),
+    ((2, 9, 11, 5), (3, 3, 5, 4), (2, 2), "VALID", 1, None),
+    ((2, 9, 11, 5), (3, 3, 5, 4), (2, 1), ((0, 1), (1, 0)), 1, None),
+    ((2, 9, 11, 6), (4, 4, 3, 6), (2, 2), "SAME", 2, None),
+    ((2, 9, 11, 5), (3, 3, 5, 4), (1, 1), ((0, 2), (0, 0)), 1, (2, 2)),
+    ((1, 7, 7, 5), (1, 1, 5, 8), (1, 1), "VALID", 1, None),
+]
+
+
+@pytest.mark.parametrize("xs,ws,strides,padding,groups,rhs_dilation", LOW_PAD_CASES)
+def test_conv_general_dilated_equals_lax_with_its_gradients(
+    xs, ws, strides, padding, groups, rhs_dilation
+):
+    """`ops.conv_general_dilated` (XLA:CPU's zero-low-padding slow path avoided by padding one
+    more stride and cropping) gives lax's values and gradients for valid, strided, asymmetric,
+    grouped, dilated and 1x1 convolutions."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(xs), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(ws), jnp.float32)
+
+    def run(conv):
+        def f(x, w):
+            return conv(
+                x,
+                w,
+                strides,
+                padding,
+                rhs_dilation=rhs_dilation,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=groups,
+            )
+
+        y = jax.jit(f)(x, w)
+        g = jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), (0, 1))(x, w)
+        return y, g
+
+    (ya, ga), (yb, gb) = run(lax.conv_general_dilated), run(ops.conv_general_dilated)
+    assert ya.shape == yb.shape
+    np.testing.assert_allclose(yb, ya, rtol=0, atol=1e-5)
+    for a, b in zip(ga, gb, strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+
+
+def test_cpu_programs_have_no_zero_low_padding_convolution():
+    """On CPU the compiled translator (reflection padding: 'valid' convolutions, transposed
+    convolutions as phases with no padding before) contains no convolution whose padding before
+    an axis is zero; lax's own call on the same shapes does (so the check can fail)."""
+    import re
+
+    from toonjax.nets.translator import Translator
+
+    def low_zero(hlo: str) -> list[str]:
+        windows = re.findall(r"convolution\([^\n]*window=\{([^}]*)\}", hlo)
+        assert windows, "no convolution found in the HLO"
+        bad = []
+        for win in windows:
+            pad = re.search(r"pad=([0-9_x-]+)", win)
+            if pad is None or any(p.split("_")[0] == "0" for p in pad.group(1).split("x")):
+                bad.append(win)
+        return bad
+
+    net = Translator(base_channels=8, num_res_blocks=1, norm_eps=1e-9)
+    x = jnp.zeros((1, 16, 16, 3))
+    v = net.init(jax.random.PRNGKey(0), x)
+    hlo = jax.jit(net.apply).lower(v, x).compile().as_text()
+    assert low_zero(hlo) == []
+    w = jnp.zeros((8, 8, 3, 3))
+    plain = jax.jit(
+        lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=ops._DN)
+    )
+    assert low_zero(plain.lower(jnp.zeros((1, 16, 16, 8)), w).compile().as_text())

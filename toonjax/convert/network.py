@@ -867,7 +867,9 @@ def check_replaceable(dest: str | os.PathLike, overwrite: bool) -> None:
         raise ConvertError(f"{p}: is a file, not a toonjax network directory; {how}")
     if is_toonjax_network_dir(p):
         if not overwrite:
-            raise ConvertError(f"{p}: already exists (toonjax wrote it: --overwrite, or overwrite=True in Python, replaces it)")
+            raise ConvertError(
+                f"{p}: already exists (toonjax wrote it: --overwrite, or overwrite=True in Python, replaces it)"
+            )
         return
     try:
         empty = not any(p.iterdir())

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toonjax.errors import ConvertError, ToonjaxError
+from toonjax.nets import ops
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -125,6 +126,7 @@ class BasicConv2d(nn.Module):
             padding=[(self.padding[0],) * 2, (self.padding[1],) * 2],
             use_bias=False,
             precision=self.precision,
+            conv_general_dilated=ops.conv_general_dilated,
             name="conv",
         )(x)
         bn = _FrozenBatchNorm(self.features, name="bn")

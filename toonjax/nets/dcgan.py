@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from toonjax.nets import ops
+
 _conv_init = nn.initializers.normal(0.02)
 
 
@@ -53,7 +55,7 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
         for b in (0, 1):
             k = kernel[jnp.array(taps[a])][:, jnp.array(taps[b])]
             row.append(
-                jax.lax.conv_general_dilated(
+                ops.conv_general_dilated(
                     x, k, (1, 1), (pads[a], pads[b]), dimension_numbers=("NHWC", "HWIO", "NHWC")
                 )
             )
@@ -127,9 +129,16 @@ class Discriminator(nn.Module):
                 padding=((1, 1), (1, 1)),
                 use_bias=False,
                 kernel_init=_conv_init,
+                conv_general_dilated=ops.conv_general_dilated,
             )(x)
             if i > 0:  # no BatchNorm on the input layer (paper)
                 x = _batch_norm(train)(x)
             x = nn.leaky_relu(x, self.leaky)
-        x = nn.Conv(1, (4, 4), padding="VALID", kernel_init=_conv_init)(x)  # 4x4 -> 1x1
+        x = nn.Conv(
+            1,
+            (4, 4),
+            padding="VALID",
+            kernel_init=_conv_init,
+            conv_general_dilated=ops.conv_general_dilated,
+        )(x)  # 4x4 -> 1x1
         return x.reshape(x.shape[0])

@@ -1,5 +1,7 @@
 """The convolution's own gradients (`toonjax.nets.ops._conv`) against XLA's, to any order."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,8 +151,10 @@ def test_conv_general_dilated_equals_lax_with_its_gradients(
 
 def test_cpu_programs_have_no_zero_low_padding_convolution():
     """On CPU the compiled translator (reflection padding: 'valid' convolutions, transposed
-    convolutions as phases with no padding before) contains no convolution whose padding before
-    an axis is zero; lax's own call on the same shapes does (so the check can fail)."""
+    convolutions as phases with no padding before) and gradients of padded and unpadded
+    convolutions written by XLA's autodiff contain no
+    convolution whose padding before an axis is zero; lax's own call does (so the check can
+    fail)."""
     import re
 
     from toonjax.nets.translator import Translator
@@ -170,6 +174,19 @@ def test_cpu_programs_have_no_zero_low_padding_convolution():
     v = net.init(jax.random.PRNGKey(0), x)
     hlo = jax.jit(net.apply).lower(v, x).compile().as_text()
     assert low_zero(hlo) == []
+    # The gradients too: XLA's autodiff of an asymmetrically padded and of a 'valid'
+    # convolution writes convolutions with nothing before an axis.
+    xs = jnp.zeros((2, 9, 9, 4))
+    for pad, k in ((((1, 0), (0, 1)), 4), (((0, 0), (0, 0)), 3)):
+
+        def loss(x, w, conv=ops.conv_general_dilated, pad=pad):
+            return jnp.sum(jnp.sin(conv(x, w, (1, 1), pad, dimension_numbers=ops._DN)))
+
+        wg = jnp.zeros((4, 4, k, k))
+        grads = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        assert low_zero(grads.lower(xs, wg).compile().as_text()) == []
+        plain = jax.jit(jax.grad(functools.partial(loss, conv=lax.conv_general_dilated), (0, 1)))
+        assert low_zero(plain.lower(xs, wg).compile().as_text())
     w = jnp.zeros((8, 8, 3, 3))
     plain = jax.jit(
         lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=ops._DN)

@@ -18,6 +18,10 @@ They are written for XLA, not transcribed:
   gradients fall on a slow path inside the up-sampling layer (19 s instead of 0.9 s at
   256x256, batch 8) and, for R1's second derivative, through strided convolutions (26 s
   instead of 4.6 s); matrix products have no such path, at any derivative order.
+* No convolution reaches XLA:CPU with zero padding before a spatial axis
+  (`conv_general_dilated`): that case (valid, 1x1 and half the phase convolutions) runs 2-4x
+  slower there than the same convolution with one more stride of zeros in front and its extra
+  output row cropped.
 * The modulated convolution's fused form is a grouped convolution (one group per sample);
   XLA:CPU runs those 4-7x slower than one shared convolution, so the networks use the
   non-fused form by default except at batch 1 (see `SynthesisBlock`).
@@ -34,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend import core as jcore
 
 _DN = ("NHWC", "OIHW", "NHWC")
 
@@ -252,46 +257,113 @@ def conv_general_dilated(
     130-190 ms with 'VALID' and 45-60 ms with one more row and column of zeros in front, the
     extra output row and column then dropped (2 cores). On CPU, every such axis gets `stride`
     more zeros before it (exactly one more output), cropped after; other platforms call lax
-    unchanged. Flax's `nn.Conv(conv_general_dilated=...)` takes it as a drop-in.
+    unchanged. The gradients are lax's own convolutions, each again through this function
+    (the input gradient of a padded convolution is often one with nothing before it), to any
+    order. Flax's `nn.Conv(conv_general_dilated=...)` takes it as a drop-in.
     """
     spatial = lhs.ndim - 2
-    strides = tuple(window_strides)
+    strides = tuple(int(s) for s in window_strides)
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     if isinstance(padding, str):
-        dil = tuple(rhs_dilation or (1,) * spatial)
-        dn0 = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-        in_sp = [lhs.shape[d] for d in dn0.lhs_spec[2:]]
-        k_sp = [(rhs.shape[d] - 1) * r + 1 for d, r in zip(dn0.rhs_spec[2:], dil, strict=True)]
+        in_sp = [lhs.shape[d] for d in dn.lhs_spec[2:]]
+        dil = rhs_dilation or (1,) * spatial
+        k_sp = [(rhs.shape[d] - 1) * r + 1 for d, r in zip(dn.rhs_spec[2:], dil, strict=True)]
         if lhs_dilation:
             in_sp = [(n - 1) * d + 1 for n, d in zip(in_sp, lhs_dilation, strict=True)]
         padding = lax.padtype_to_pads(in_sp, k_sp, strides, padding)
-    padding = tuple(tuple(int(v) for v in p) for p in padding)
-    kw = dict(
-        lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count,
-        batch_group_count=batch_group_count,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
+    params = (
+        ("window_strides", strides),
+        ("padding", tuple(tuple(int(v) for v in p) for p in padding)),
+        ("lhs_dilation", tuple(lhs_dilation or (1,) * spatial)),
+        ("rhs_dilation", tuple(rhs_dilation or (1,) * spatial)),
+        ("dimension_numbers", dn),
+        ("feature_group_count", feature_group_count),
+        ("batch_group_count", batch_group_count),
+        ("precision", precision),
+        ("preferred_element_type", preferred_element_type),
     )
+    return _conv_any(lhs, rhs, params)
+
+
+def _conv_shifted(lhs: jax.Array, rhs: jax.Array, params: tuple) -> jax.Array:
+    """lax's convolution with `params`; on CPU with no zero padding before any spatial axis."""
+    kw = dict(params)
+    strides, padding = kw.pop("window_strides"), kw.pop("padding")
 
     def plain(lhs, rhs):
         return lax.conv_general_dilated(lhs, rhs, strides, padding, **kw)
 
     shift = [s if p[0] == 0 else 0 for s, p in zip(strides, padding, strict=True)]
-    if not any(shift) or (lhs_dilation and any(d != 1 for d in lhs_dilation)):
+    if not any(shift):
         return plain(lhs, rhs)
 
     def cpu(lhs, rhs):
         pads = tuple((p0 + e, p1) for (p0, p1), e in zip(padding, shift, strict=True))
         y = lax.conv_general_dilated(lhs, rhs, strides, pads, **kw)
-        out_spec = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers).out_spec
-        for axis, e in zip(out_spec[2:], shift, strict=True):
+        for axis, e in zip(kw["dimension_numbers"].out_spec[2:], shift, strict=True):
             if e:
                 y = lax.slice_in_dim(y, 1, y.shape[axis], axis=axis)
         return y
 
     return lax.platform_dependent(lhs, rhs, cpu=cpu, default=plain)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_any(lhs: jax.Array, rhs: jax.Array, params: tuple) -> jax.Array:
+    return _conv_shifted(lhs, rhs, params)
+
+
+def _conv_any_fwd(lhs, rhs, params):
+    return _conv_shifted(lhs, rhs, params), (lhs, rhs)
+
+
+def _conv_any_bwd(params, res, g):
+    # lax's transpose rules, written down as a jaxpr, then evaluated with every convolution
+    # in it sent back through `conv_general_dilated`.
+    lhs, rhs = res
+    _, pull = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **dict(params)), lhs, rhs)
+    closed = jax.make_jaxpr(pull)(g)
+    return tuple(_eval_with_safe_convs(closed.jaxpr, closed.consts, g))
+
+
+_conv_any.defvjp(_conv_any_fwd, _conv_any_bwd)
+
+
+def _eval_with_safe_convs(jaxpr, consts, *args) -> list:
+    """Evaluates `jaxpr` on `args`, each convolution equation through `conv_general_dilated`."""
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+    for eqn in jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        p = eqn.params
+        if eqn.primitive is lax.conv_general_dilated_p and p.get("out_sharding") is None:
+            outs = [
+                conv_general_dilated(
+                    *ins,
+                    p["window_strides"],
+                    p["padding"],
+                    p["lhs_dilation"],
+                    p["rhs_dilation"],
+                    p["dimension_numbers"],
+                    p["feature_group_count"],
+                    p["batch_group_count"],
+                    p["precision"],
+                    p["preferred_element_type"],
+                )
+            ]
+        else:
+            bind = eqn.primitive.get_bind_params(p)
+            subfuns, bind = bind if isinstance(bind, tuple) else ((), bind)
+            outs = eqn.primitive.bind(*subfuns, *ins, **bind)
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [read(v) for v in jaxpr.outvars]
 
 
 def _lax_conv(x: jax.Array, w: jax.Array, stride: tuple, pads: tuple) -> jax.Array:

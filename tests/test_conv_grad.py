@@ -169,7 +169,7 @@ def test_cpu_programs_have_no_zero_low_padding_convolution():
                 bad.append(win)
         return bad
 
-    net = Translator(base_channels=8, num_res_blocks=1, norm_eps=1e-9)
+    net = Translator(base_channels=4, num_res_blocks=1, norm_eps=1e-9)
     x = jnp.zeros((1, 16, 16, 3))
     v = net.init(jax.random.PRNGKey(0), x)
     hlo = jax.jit(net.apply).lower(v, x).compile().as_text()

@@ -390,6 +390,7 @@ def test_training_on_an_unfinished_or_missing_set_is_one_line(repo_root, tmp_pat
     assert "not a paired set" in err
 
 
+@pytest.mark.slow  # about 45 s on 2 cores (default suite budget: 20 min)
 def test_fidelity_on_held_out_pairs_with_the_projection_path(pair_set, tmp_path):
     """`fidelity`: the identity's L1 is the mean |base - toon| of the last n pairs; the
     translator's is that of its own output; the projection path projects and renders them."""

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from toonjax.errors import ConvertError, ToonjaxError
-from toonjax.nets import ops
+from toonjax.nets import layers
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -119,14 +119,13 @@ class BasicConv2d(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(
+        x = layers.Conv(
             self.features,
             self.kernel,
             strides=self.stride,
             padding=[(self.padding[0],) * 2, (self.padding[1],) * 2],
             use_bias=False,
             precision=self.precision,
-            conv_general_dilated=ops.conv_general_dilated,
             name="conv",
         )(x)
         bn = _FrozenBatchNorm(self.features, name="bn")

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from toonjax.nets import ops
+from toonjax.nets import layers, ops
 
 _conv_init = nn.initializers.normal(0.02)
 
@@ -122,23 +122,16 @@ class Discriminator(nn.Module):
         chans = _channels(self.resolution, self.base_channels, self.max_channels)[::-1]
         x = img
         for i, c in enumerate(chans):
-            x = nn.Conv(
+            x = layers.Conv(
                 c,
                 (4, 4),
                 strides=(2, 2),
                 padding=((1, 1), (1, 1)),
                 use_bias=False,
                 kernel_init=_conv_init,
-                conv_general_dilated=ops.conv_general_dilated,
             )(x)
             if i > 0:  # no BatchNorm on the input layer (paper)
                 x = _batch_norm(train)(x)
             x = nn.leaky_relu(x, self.leaky)
-        x = nn.Conv(
-            1,
-            (4, 4),
-            padding="VALID",
-            kernel_init=_conv_init,
-            conv_general_dilated=ops.conv_general_dilated,
-        )(x)  # 4x4 -> 1x1
+        x = layers.Conv(1, (4, 4), padding="VALID", kernel_init=_conv_init)(x)  # 4x4 -> 1x1
         return x.reshape(x.shape[0])

@@ -18,10 +18,10 @@ They are written for XLA, not transcribed:
   gradients fall on a slow path inside the up-sampling layer (19 s instead of 0.9 s at
   256x256, batch 8) and, for R1's second derivative, through strided convolutions (26 s
   instead of 4.6 s); matrix products have no such path, at any derivative order.
-* No convolution reaches XLA:CPU with zero padding before a spatial axis
-  (`conv_general_dilated`): that case (valid, 1x1 and half the phase convolutions) runs 2-4x
-  slower there than the same convolution with one more stride of zeros in front and its extra
-  output row cropped.
+* No convolution reaches XLA:CPU with no padding at all (`conv_general_dilated`): that case
+  (valid and 1x1 convolutions, reflection-padded layers) runs 1.3-2.8x slower there than the
+  same convolution with `stride` zeros before the first spatial axis and its extra output row
+  cropped.
 * The modulated convolution's fused form is a grouped convolution (one group per sample);
   XLA:CPU runs those 4-7x slower than one shared convolution, so the networks use the
   non-fused form by default except at batch 1 (see `SynthesisBlock`).
@@ -251,15 +251,13 @@ def conv_general_dilated(
 ) -> jax.Array:
     """`lax.conv_general_dilated` (same arguments, same result) without XLA:CPU's slow path.
 
-    XLA:CPU runs a convolution whose padding *before* a spatial axis is zero (a "valid"
-    convolution, a 1x1 convolution, half the phases of a transposed convolution) 2-4x slower
-    than the same convolution with padding there: 3x3, 256 -> 256 channels at 64x64 takes
-    130-190 ms with 'VALID' and 45-60 ms with one more row and column of zeros in front, the
-    extra output row and column then dropped (2 cores). On CPU, every such axis gets `stride`
-    more zeros before it (exactly one more output), cropped after; other platforms call lax
+    XLA:CPU runs a convolution with no padding at all (a "valid" convolution, a 1x1
+    convolution) 1.3-2.8x slower than the same convolution with any padding: 3x3, 256 -> 256
+    channels at 64x64 takes 109-111 ms with 'VALID' and 40-41 ms with `stride` rows of zeros
+    before the first spatial axis and the extra output row dropped (2 cores;
+    `launch/bench_conv_padding.py`). On CPU that is what happens; other platforms call lax
     unchanged. The gradients are lax's own convolutions, each again through this function
-    (the input gradient of a padded convolution is often one with nothing before it), to any
-    order. Flax's `nn.Conv(conv_general_dilated=...)` takes it as a drop-in.
+    (XLA's weight gradient of a 'valid' convolution is itself one), to any order.
     """
     spatial = lhs.ndim - 2
     strides = tuple(int(s) for s in window_strides)
@@ -286,24 +284,21 @@ def conv_general_dilated(
 
 
 def _conv_shifted(lhs: jax.Array, rhs: jax.Array, params: tuple) -> jax.Array:
-    """lax's convolution with `params`; on CPU with no zero padding before any spatial axis."""
+    """lax's convolution with `params`; on CPU never with no padding at all."""
     kw = dict(params)
     strides, padding = kw.pop("window_strides"), kw.pop("padding")
 
     def plain(lhs, rhs):
         return lax.conv_general_dilated(lhs, rhs, strides, padding, **kw)
 
-    shift = [s if p[0] == 0 else 0 for s, p in zip(strides, padding, strict=True)]
-    if not any(shift):
+    if any(p != (0, 0) for p in padding):
         return plain(lhs, rhs)
 
-    def cpu(lhs, rhs):
-        pads = tuple((p0 + e, p1) for (p0, p1), e in zip(padding, shift, strict=True))
+    def cpu(lhs, rhs):  # `stride` zeros before the first spatial axis: one more output row
+        pads = ((strides[0], 0),) + padding[1:]
         y = lax.conv_general_dilated(lhs, rhs, strides, pads, **kw)
-        for axis, e in zip(kw["dimension_numbers"].out_spec[2:], shift, strict=True):
-            if e:
-                y = lax.slice_in_dim(y, 1, y.shape[axis], axis=axis)
-        return y
+        axis = kw["dimension_numbers"].out_spec[2]
+        return lax.slice_in_dim(y, 1, y.shape[axis], axis=axis)
 
     return lax.platform_dependent(lhs, rhs, cpu=cpu, default=plain)
 

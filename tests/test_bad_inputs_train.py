@@ -399,3 +399,47 @@ def test_failed_read_leftovers_are_silenced_and_nothing_else(caplog):
     assert not common._is_failed_read_leftover(
         types.SimpleNamespace(exc_value=other_exc, object=None)
     )
+
+
+def test_failed_read_reports_during_the_restore_are_dropped_too(tmp_path, monkeypatch, capsys):
+    """tensorstore's threads can report ('Event loop is closed', a never-retrieved OCDBT read
+    future) while the restore is still failing: the filters are in place before it starts
+    (CI once printed both from a truncated checkpoint)."""
+    import logging
+    import types
+
+    import jax.numpy as jnp
+
+    log = logging.getLogger("asyncio")
+    monkeypatch.setattr(log, "filters", list(log.filters))
+    monkeypatch.setattr(common, "_UNRAISABLE_FILTERED", False)
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    state = {"step": jnp.asarray(3, jnp.int32), "w": jnp.arange(4.0)}
+    with common.Checkpointer(tmp_path) as ck:
+        ck.save(3, state, {"pos": 1}, {"model": "x"})
+    ocdbt = ValueError(
+        'OUT_OF_RANGE: Error reading "w/0.0.0.0" in OCDBT database at local file "x/state/": '
+        "Requested byte range [3428, 33774) is not valid for value of size 14901"
+    )
+    other = RuntimeError("not from a read")
+
+    def failing_restore(*args, **kwargs):
+        sys.unraisablehook(
+            types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"), object=None)
+        )
+        sys.unraisablehook(types.SimpleNamespace(exc_value=other, object=None))
+        log.error(
+            "Future exception was never retrieved\nfuture: <Future finished exception=%r>",
+            ocdbt,
+            exc_info=(type(ocdbt), ocdbt, None),
+        )
+        raise ocdbt
+
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    with common.Checkpointer(tmp_path) as ck:
+        monkeypatch.setattr(ck.manager, "restore", failing_restore)
+        with pytest.raises(common.TrainingError, match="no intact checkpoint"):
+            ck.restore_latest(abstract)
+    assert [r.exc_value for r in reported] == [other]  # only the unrelated report got through
+    assert "never retrieved" not in capsys.readouterr().err

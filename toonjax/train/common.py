@@ -314,6 +314,9 @@ class Checkpointer:
         if has_digest:  # checkpoints written before digests existed restore unchecked
             items["integrity"] = ocp.args.JsonRestore()
         unreadable = None
+        # A failed read can leave callbacks that report on other threads before restore()
+        # returns: the filters for those go in first.
+        _install_failed_read_filters()
         quiet = _QuietOrbaxErrors().__enter__()
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(**items))
@@ -468,8 +471,16 @@ def _finalize_failed_reads() -> None:
 
     Each would print an 'Exception ignored in <coroutine ...>' block with a TensorStore spec
     when the garbage collector finalises it, some of them only at exit (under pytest: an
-    unraisable-exception warning). From the first failed restore on, `sys.unraisablehook`
-    drops those (and only those); the ones already unreachable are finalised now."""
+    unraisable-exception warning). `sys.unraisablehook` drops those (and only those); the ones
+    already unreachable are finalised now."""
+    _install_failed_read_filters()
+    gc.collect()
+
+
+def _install_failed_read_filters() -> None:
+    """From the first restore on: `sys.unraisablehook` and the asyncio logger drop the reports
+    of orbax reads left behind by a failed restore, and nothing else. Installed before the
+    restore is tried, since tensorstore's threads can report while it is still failing."""
     global _UNRAISABLE_FILTERED
     if not _UNRAISABLE_FILTERED:
         _UNRAISABLE_FILTERED = True
@@ -483,7 +494,6 @@ def _finalize_failed_reads() -> None:
         # A read task whose exception nobody retrieved is reported by asyncio's logger
         # ('Task exception was never retrieved', with a traceback) when it is collected.
         logging.getLogger("asyncio").addFilter(_FailedReadTasks())
-    gc.collect()
 
 
 class _FailedReadTasks(logging.Filter):
@@ -501,6 +511,7 @@ class _FailedReadTasks(logging.Filter):
             or "_read_array_index" in blob
             or "TensorStore" in blob
             or "Encountered error while reading" in blob
+            or "OCDBT database" in blob
         )
 
 
@@ -517,6 +528,7 @@ def _is_failed_read_leftover(unraisable) -> bool:
         "orbax" in module
         or "_read_array_index" in name
         or ("Encountered error while reading array" in str(exc))
+        or ("OCDBT database" in str(exc))
     )
 
 

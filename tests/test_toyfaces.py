@@ -184,6 +184,24 @@ def test_write_toyfaces_round_trips(tmp_path, capsys):
     assert raw["label_names"] == list(toyfaces.HAIR_COLORS)
 
 
+def test_drawing_processes_write_the_same_records(tmp_path, monkeypatch):
+    """Faces drawn by 2 spawned processes, in chunks (the last one short) with a small
+    in-flight window, give the records one process writes, in the same order."""
+    monkeypatch.setattr(toyfaces, "_CHUNK", 7)
+    assert toyfaces._spawn_can_import_main()  # else the second write would draw serially too
+    one = toyfaces.write_toyfaces(tmp_path / "one", n=45, resolution=16, seed=3, workers=1)
+    two = toyfaces.write_toyfaces(tmp_path / "two", n=45, resolution=16, seed=3, workers=2)
+    assert one == two
+    for a, b in zip(
+        records.iter_records(tmp_path / "one"), records.iter_records(tmp_path / "two"), strict=True
+    ):
+        assert np.array_equal(a, b)
+    assert np.array_equal(
+        records.read_labels(tmp_path / "one"), records.read_labels(tmp_path / "two")
+    )
+    assert toyfaces._default_workers(5000) >= 1 and toyfaces._default_workers(50) == 1
+
+
 def test_source_hash_depends_on_every_parameter(tmp_path):
     hashes = {
         toyfaces.write_toyfaces(tmp_path / f"d{k}", n=n, resolution=r, seed=s).source_hash

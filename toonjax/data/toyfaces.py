@@ -802,6 +802,74 @@ def generate(
     return faces()
 
 
+_CHUNK = 100  # faces per task of a drawing process
+
+
+def _draw_chunk(args: tuple[int, int, int, int]) -> list[tuple[bytes, int]]:
+    seed, start, stop, resolution = args
+    cv2.setNumThreads(1)
+    out = []
+    for i in range(start, stop):
+        img, label = draw_face(seed, i, resolution)
+        out.append((records.encode_png(img), label))
+    return out
+
+
+def _default_workers(n: int) -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8, n // (4 * _CHUNK)))
+
+
+def _spawn_can_import_main() -> bool:
+    """A spawned process re-imports `__main__` by its spec or its file: not from stdin/-c."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    if getattr(main, "__spec__", None) is not None:
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)  # None: an interactive session
+
+
+def _encoded_faces(n: int, resolution: int, seed: int, workers: int | None):
+    """Yields (PNG bytes, label) for faces 0..n-1 in order, drawn by `workers` processes
+    (spawned: the caller may already run JAX's threads, which a fork would copy mid-state),
+    with at most 4 chunks per process in flight so that memory stays bounded."""
+    workers = _default_workers(n) if workers is None else max(1, int(workers))
+    if workers == 1 or not _spawn_can_import_main():
+        for img, label in generate(n, resolution, seed):
+            yield records.encode_png(img), label
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    tasks = ((seed, a, min(a + _CHUNK, n), resolution) for a in range(0, n, _CHUNK))
+    ctx = multiprocessing.get_context("spawn")
+    done = 0
+    try:
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            pending = deque()
+            for task in tasks:
+                pending.append(pool.submit(_draw_chunk, task))
+                while len(pending) >= 4 * workers or (pending and pending[0].done()):
+                    chunk = pending.popleft().result()
+                    yield from chunk
+                    done += len(chunk)
+            while pending:
+                chunk = pending.popleft().result()
+                yield from chunk
+                done += len(chunk)
+    except BrokenProcessPool:  # e.g. a main module a spawned process cannot import (stdin)
+        for i in range(done, n):
+            img, label = draw_face(seed, i, resolution)
+            yield records.encode_png(img), label
+
+
 def _source(n: int, resolution: int, seed: int) -> tuple[str, str]:
     source = f"toyfaces(seed={seed}, n={n}, resolution={resolution})"
     key = {
@@ -822,21 +890,26 @@ def write_toyfaces(
     seed: int = 0,
     overwrite: bool = False,
     verbose: bool = False,
+    workers: int | None = None,
 ) -> records.Metadata:
-    """Writes `n` toy faces as a packed dataset (one-hot hair-colour labels) at `dest`."""
+    """Writes `n` toy faces as a packed dataset (one-hot hair-colour labels) at `dest`.
+
+    Faces are drawn by `workers` processes (default: one per CPU, at most 8, none for small
+    sets); each face depends only on (seed, index), so the records are the same for any count.
+    """
     resolution = _check_resolution(resolution)
     if n < 1:
         raise DatasetError(f"toyfaces n must be >= 1, got {n}")
     source, source_hash = _source(n, resolution, seed)
     eye = np.eye(NUM_CLASSES, dtype=np.float32)
-    faces = generate(n, resolution, seed)
+    faces = _encoded_faces(n, resolution, seed, workers)
     if verbose:
         from tqdm import tqdm
 
         faces = tqdm(faces, total=n, desc="toyfaces", unit="img")
     return records.write_records(
         dest,
-        ((records.encode_png(img), eye[label]) for img, label in faces),
+        ((png, eye[label]) for png, label in faces),
         resolution=resolution,
         label_dim=NUM_CLASSES,
         label_names=HAIR_COLORS,

@@ -448,3 +448,92 @@ def test_stylegan2_two_processes_equal_one_process_of_four_devices(sg2_runs):
     assert data == {"toonjax_process_states": [one_data, one_data]}
     print(f"\nStyleGAN2 runlocal: 2 processes x 2 devices ({sg2_runs['two_s']:.0f} s) against "
           f"1 process x 4 devices ({sg2_runs['one_s']:.0f} s): {diff}")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ metrics split
+
+_STATS_WORKER = r"""
+import json, sys
+from types import SimpleNamespace
+import jax
+import numpy as np
+
+pid, n, port, data, net, out = sys.argv[1:7]
+if int(n) > 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", int(n), int(pid))
+from toonjax.metrics import stats
+
+
+class Pixels:  # stands in for the Inception extractor: features from pixels
+    net = SimpleNamespace(hash="pixels")
+    batch_size, dim, mesh = 4, 24, SimpleNamespace(size=1)
+
+    def __call__(self, images):
+        return np.asarray(images, np.float32).reshape(len(images), -1)[:, ::31][:, :24] / 255
+
+
+ext = Pixels()
+r = stats.dataset_stats(data, ext, mirror=True, max_items=17, keep_features=True, use_cache=False)
+f = stats.generator_stats(net, ext, 10, keep_features=True, seed=3)
+np.savez(out, r_mu=r.mu, r_sigma=r.sigma, r_f=r.features, f_mu=f.mu, f_sigma=f.sigma, f_f=f.features,
+         n=np.asarray([r.n, f.n]))
+"""
+
+
+@pytest.mark.slow
+def test_metric_statistics_split_over_two_processes_equal_one_process(tmp_path):
+    """FID/KID statistics in a 2-process job: each process computes every other batch of the
+    reals (a mirrored subset) and of the fakes; the gathered sums and features (in batch order)
+    equal what one process computes alone."""
+    from toonjax.data import toyfaces
+
+    toyfaces.write_toyfaces(tmp_path / "toy", n=21, resolution=16, seed=0)
+    net = REPO / "tests" / "fixtures" / "stylegan2_ada_pytorch" / "sg2ada_uncond32.pkl"
+    assert net.is_file()
+    script = tmp_path / "worker.py"
+    script.write_text(_STATS_WORKER)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    }
+
+    def job(count: int) -> list[Path]:
+        port = _free_port()
+        outs = [tmp_path / f"out{count}-{i}.npz" for i in range(count)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(script),
+                    str(i),
+                    str(count),
+                    str(port),
+                    str(tmp_path / "toy"),
+                    str(net),
+                    str(outs[i]),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for i in range(count)
+        ]
+        for i, (rc, o, e) in enumerate(finish(procs, 600)):
+            assert rc == 0, f"process {i} of {count} exited {rc}:\n{o[-2000:]}\n{e[-3000:]}"
+        return outs
+
+    (one,) = job(1)
+    split = job(2)
+    ref = np.load(one)
+    assert list(ref["n"]) == [34, 10]
+    for path in split:
+        got = np.load(path)
+        assert list(got["n"]) == [34, 10]
+        for k in ("r_f", "f_f"):  # the same images' features, in the same order
+            np.testing.assert_array_equal(got[k], ref[k])
+        for k in ("r_mu", "r_sigma", "f_mu", "f_sigma"):  # float64 sums in another order
+            np.testing.assert_allclose(got[k], ref[k], rtol=1e-12, atol=1e-14)

@@ -20,6 +20,13 @@ the archive's size and time and its members' names and sizes) and the feature ne
 adding, removing, replacing or touching an image misses the cache. `use_cache=False` (the
 CLI's `--no-cache`) neither reads nor writes it. Entries are written atomically (a temporary
 file renamed into place), so concurrent runs never read a half-written one.
+
+In a multi-process job (`jax.process_count() > 1`, e.g. the metrics of a multi-host training
+run) `dataset_stats` and `generator_stats` split the work: batch j (of `extractor.batch_size`
+images) is computed by process j % count, and the partial sums (and kept features, put back
+in batch order) are gathered, so every process ends with the statistics one process would
+compute (the same images, the same z; float64 sums added in another order). Only process 0
+writes the cache, and a cache entry is used only when every process can read it.
 """
 
 from __future__ import annotations
@@ -129,6 +136,56 @@ def stats_of(features: np.ndarray, keep_features: bool = False) -> FeatureStats:
 
 
 # ------------------------------------------------------------------------------------------------
+# Multi-process jobs: each process computes every process_count-th batch; results are gathered.
+
+
+def process_shard() -> tuple[int, int]:
+    """(this process's index, the process count) of the JAX job."""
+    return jax.process_index(), jax.process_count()
+
+
+def _allgather(x: np.ndarray) -> np.ndarray:
+    """[process_count, *x.shape]: x of every process (same shape and dtype on all)."""
+    from jax.experimental import multihost_utils
+
+    x = np.ascontiguousarray(x)
+    # As bytes: JAX without x64 would round float64 sums to float32 (and int64 to int32).
+    raw = np.asarray(multihost_utils.process_allgather(x.reshape(-1).view(np.uint8), tiled=False))
+    return raw.view(x.dtype).reshape(-1, *x.shape)
+
+
+def combine_processes(acc: Accumulator, shard: tuple[int, int], batch_size: int) -> Accumulator:
+    """The accumulator of the whole job from each process's part (its batches j % count ==
+    index, in order): sums added in process order; kept features put back in batch order."""
+    index, count = shard
+    if count == 1:
+        return acc
+    dim = acc.sum.shape[0]
+    out = Accumulator(dim, acc.kept is not None)
+    ns = _allgather(np.asarray([acc.n], np.int64))[:, 0]
+    sums = _allgather(acc.sum)
+    sums_sq = _allgather(acc.sum_sq)
+    out.n = int(ns.sum())
+    for k in range(count):
+        out.sum += sums[k]
+        out.sum_sq += sums_sq[k]
+    if acc.kept is not None:
+        num = _allgather(np.asarray([len(acc.kept)], np.int64))[:, 0]
+        slots = int(num.max())
+        mine = np.zeros((slots, batch_size, dim), np.float32)
+        rows = np.zeros((slots,), np.int64)
+        for k, f in enumerate(acc.kept):
+            mine[k, : len(f)] = f
+            rows[k] = len(f)
+        feats, counts = _allgather(mine), _allgather(rows)
+        total = int(num.sum())
+        out.kept = [
+            feats[j % count, j // count, : counts[j % count, j // count]] for j in range(total)
+        ]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # The jitted, sharded feature extractor.
 
 
@@ -234,12 +291,18 @@ def stats_from_batches(
     what: str = "features",
     total: int | None = None,
     verbose: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> FeatureStats:
+    """Statistics of the features of `batches`; with shard (index, count > 1) the batches are
+    this process's part of the job (see `combine_processes`) and the result is the job's."""
     acc = Accumulator(extractor.dim, keep_features)
     progress = _Progress(what, total, verbose)
     for batch in batches:
+        if len(batch) > extractor.batch_size:
+            raise MetricsError(f"batch of {len(batch)} > the extractor's {extractor.batch_size}")
         acc.add(extractor(batch))
         progress.update(acc.n)
+    acc = combine_processes(acc, shard, extractor.batch_size)
     progress.done(acc.n)
     if acc.n < 2:
         raise MetricsError(
@@ -328,7 +391,10 @@ def dataset_stats(
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     cache = Path(cache_dir or default_cache_dir()) / f"dataset-{digest}.npz"
+    shard = process_shard()
     cached = _load_cache(cache, keep_features) if use_cache else None
+    if shard[1] > 1 and not _allgather(np.asarray([cached is not None]))[:, 0].all():
+        cached = None  # every process takes the same path (the collectives must match)
     if cached is not None:  # a damaged or featureless entry is recomputed and replaced
         if verbose:
             print(f"  {label}: cached statistics of {path} ({cache})", file=sys.stderr)
@@ -337,11 +403,20 @@ def dataset_stats(
     if subset:
         indices = np.sort(np.random.default_rng(seed).choice(meta.count, max_items, replace=False))
     n = (len(indices) if indices is not None else meta.count) * (2 if mirror else 1)
-    batches = _batched(_dataset_images(path, indices, mirror), extractor.batch_size)
+    if shard[1] > 1:  # batch j = items [j*per, (j+1)*per) (and their mirrors), by process j % count
+        items = np.arange(meta.count) if indices is None else indices
+        per = max(1, extractor.batch_size // (2 if mirror else 1))
+        blocks = [items[j * per : (j + 1) * per] for j in range(-(-len(items) // per))]
+        batches = (
+            np.stack(list(_dataset_images(path, blocks[j], mirror)))
+            for j in range(shard[0], len(blocks), shard[1])
+        )
+    else:
+        batches = _batched(_dataset_images(path, indices, mirror), extractor.batch_size)
     if verbose:
         print(f"  {label}: reading {n} images of {path}", file=sys.stderr)
-    stats = stats_from_batches(batches, extractor, keep_features, label, n, verbose)
-    if use_cache:
+    stats = stats_from_batches(batches, extractor, keep_features, label, n, verbose, shard)
+    if use_cache and shard[0] == 0:
         _save_cache(stats, cache, {**key, "path": str(Path(path).absolute())}, label, verbose)
     return stats
 
@@ -560,8 +635,10 @@ def generator_images(
     noise_mode: str = "random",
     seed: int = 0,
     num_devices: int | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[np.ndarray]:
-    """uint8 NHWC batches of `num_gen` images from G_ema (z ~ N(0, I) from `seed`)."""
+    """uint8 NHWC batches of `num_gen` images from G_ema (z ~ N(0, I) from `seed`); with
+    shard (index, count), only batches j % count == index (the others' z are drawn, not used)."""
     from toonjax.convert.network import NetworkBundle, load_network
 
     bundle = network if isinstance(network, NetworkBundle) else load_network(network)
@@ -577,6 +654,8 @@ def generator_images(
         k = min(bs, num_gen - start)
         z = rng.standard_normal((bs, bundle.z_dim)).astype(np.float32)
         c = sample_classes(classes, bundle.c_dim, bs, rng, labels)
+        if i % shard[1] != shard[0]:
+            continue
         img = fn(variables, jnp.asarray(z), jnp.asarray(c), jax.random.fold_in(key, i))
         yield np.asarray(img)[:k]
 
@@ -603,5 +682,8 @@ def generator_stats(
         labels=labels,
         seed=seed,
         num_devices=extractor.mesh.size,
+        shard=process_shard(),
     )
-    return stats_from_batches(batches, extractor, keep_features, "fakes", num_gen, verbose)
+    return stats_from_batches(
+        batches, extractor, keep_features, "fakes", num_gen, verbose, process_shard()
+    )

@@ -777,9 +777,10 @@ def make_evaluator(config: ml_collections.ConfigDict, workdir: str, c_dim: int):
 class TrainingEvaluator:
     """Computes the metrics of G_ema during training; logs them and keeps the best network.
 
-    In a multi-process run every process computes the metrics on its own devices from its own
-    copy of the (replicated) state, with the same seeds, so they agree; only process 0 writes
-    the files below and prints.
+    In a multi-process run the processes split the work (each generates and embeds every
+    process_count-th batch of fakes and reads every process_count-th batch of reals,
+    `toonjax.metrics.stats`) and gather the statistics, so all get the same values; only
+    process 0 writes the files below and prints.
 
     Per evaluation: one line per metric appended to WORKDIR/metric-NAME.jsonl (the reference's
     metric-fid50k_full.jsonl, with step, kimg and the snapshot), and, when the first metric

@@ -353,6 +353,197 @@ def run_nvlabs(src: str | os.PathLike, kwargs: dict, run_dir: str | os.PathLike,
     return time.time() - t0
 
 
+# ---------------------------------------------------------------------------- parity in float64
+
+
+class _Torch64:
+    """Stands in for `torch` inside the reference's networks module: its `float32` is float64
+    (the blocks cast activations to torch.float32 by name), everything else is torch's."""
+
+    def __init__(self, torch):
+        self._torch = torch
+        self.float32 = torch.float64
+
+    def __getattr__(self, name):
+        return getattr(self._torch, name)
+
+
+def _reference_parity(src: str, cfg, batch: int, seed: int, double: bool):
+    """The reference G (synthesis, training mode, noise 'const') and D (logits + R1 penalty) at
+    the config's architecture, random weights perturbed from `seed`: their weights, inputs,
+    outputs and gradients (NHWC images, NVlabs parameter names)."""
+    import torch
+
+    sys.path.insert(0, str(Path(src).resolve()))
+    from training import networks
+
+    networks.torch = _Torch64(torch) if double else torch
+    kw = nvlabs_kwargs(cfg, "", 1, 1)
+    common = dict(c_dim=0, img_resolution=int(cfg.net.resolution), img_channels=3)
+    g_kw = {k: v for k, v in kw["G_kwargs"].items() if k != "class_name"}
+    d_kw = {k: v for k, v in kw["D_kwargs"].items() if k != "class_name"}
+    torch.manual_seed(seed)
+    G = networks.Generator(**g_kw, **common).train()
+    D = networks.Discriminator(**d_kw, **common).train()
+    with torch.no_grad():
+        for prm in list(G.parameters()) + list(D.parameters()):
+            prm.add_(0.05 * torch.randn_like(prm))  # biases and noise strengths not all zero
+    weights = {
+        "G": ({n: t.detach().numpy().copy() for n, t in G.named_parameters()},
+              {n: t.numpy().copy() for n, t in G.named_buffers()}),
+        "D": ({n: t.detach().numpy().copy() for n, t in D.named_parameters()},
+              {n: t.numpy().copy() for n, t in D.named_buffers()}),
+    }  # fmt: skip
+    dt = torch.float64 if double else torch.float32
+    for net in (G, D):
+        net.to(dt)
+        for m in net.modules():  # the reference's ops want their FIR filters in float32
+            for n, b in list(m.named_buffers(recurse=False)):
+                if "filter" in n:
+                    setattr(m, n, b.float())
+    rs = np.random.RandomState(seed + 1)
+    ws = rs.randn(batch, G.num_ws, G.w_dim) * 0.5
+    res = common["img_resolution"]
+    R = rs.randn(batch, res, res, 3)
+    x = rs.randn(batch, res, res, 3)
+    t_ws = torch.from_numpy(ws).to(dt).requires_grad_(True)
+    img = G.synthesis(t_ws, noise_mode="const")
+    (img * torch.from_numpy(R.transpose(0, 3, 1, 2)).to(dt)).sum().backward()
+    out = {"img": img.detach().numpy().transpose(0, 2, 3, 1), "G.ws": t_ws.grad.numpy()}
+    out.update({f"G.{n}": t.grad.numpy() for n, t in G.named_parameters() if t.grad is not None})
+    t_x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dt).requires_grad_(True)
+    logits = D(t_x, torch.zeros(batch, 0, dtype=dt))
+    (g_img,) = torch.autograd.grad(logits.sum(), t_x, create_graph=True)
+    (logits.sum() + g_img.square().sum()).backward()
+    out["logits"] = logits.detach().numpy()
+    out["D.input"] = g_img.detach().numpy().transpose(0, 2, 3, 1)
+    out.update({f"D.{n}": t.grad.numpy() for n, t in D.named_parameters() if t.grad is not None})
+    inputs = {"ws": ws, "R": R, "x": x}
+    return weights, {**g_kw, **common}, {**d_kw, **common}, inputs, out
+
+
+def _toonjax_parity(spec_path: str, out_path: str, double: bool) -> None:
+    """toonjax's side of `parity`, in its own process: float64 needs JAX's x64 mode and
+    `jnp.float32` aliased to float64 before toonjax is imported (its layers cast by name)."""
+    import jax
+
+    if double:
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        jnp.float32 = jnp.float64
+    import jax.numpy as jnp
+
+    from toonjax.convert.network import _drop_filters, _kernel_of, check_and_build
+    from toonjax.nets.stylegan2 import Discriminator, Generator, flatten_names
+
+    spec = json.loads(Path(spec_path).read_text())
+    arrays = np.load(spec["arrays"])
+    dt = np.float64 if double else np.float32
+
+    def build(cls, kwargs, prefix, is_g):
+        params = {
+            k[len(prefix) + 2 :]: arrays[k] for k in arrays.files if k.startswith(prefix + "p:")
+        }
+        bufs = {
+            k[len(prefix) + 2 :]: arrays[k] for k in arrays.files if k.startswith(prefix + "b:")
+        }
+        bufs = _drop_filters(bufs, _kernel_of(kwargs, is_g), "parity", prefix)
+        v = check_and_build(cls, kwargs, params, bufs, "parity", prefix)
+        return cls(**kwargs), jax.tree.map(lambda a: jnp.asarray(a, dt), v)
+
+    G, vG = build(Generator, spec["G_kwargs"], "G", True)
+    D, vD = build(Discriminator, spec["D_kwargs"], "D", False)
+    ws, R, x = (jnp.asarray(arrays[k], dt) for k in ("ws", "R", "x"))
+    with jax.default_matmul_precision("highest"):
+
+        def g_loss(params, ws):
+            img = G.apply(
+                {**vG, "params": params}, ws, method=lambda m, w: m.synthesis(w, noise_mode="const")
+            )
+            return jnp.sum(img * R), img
+
+        (_, img), (gp, gw) = jax.value_and_grad(g_loss, argnums=(0, 1), has_aux=True)(
+            vG["params"], ws
+        )
+
+        def d_logits(params, x):
+            return D.apply({**vD, "params": params}, x, None)
+
+        def d_loss(params, x):
+            gi = jax.grad(lambda p, x: jnp.sum(d_logits(p, x)), argnums=1)(params, x)
+            return jnp.sum(d_logits(params, x)) + jnp.sum(gi**2), gi
+
+        (_, gi), gd = jax.value_and_grad(d_loss, has_aux=True)(vD["params"], x)
+        logits = d_logits(vD["params"], x)
+    out = {"img": img, "G.ws": gw, "logits": logits, "D.input": gi}
+    out.update({f"G.{k}": v for k, v in flatten_names(gp).items()})
+    out.update({f"D.{k}": v for k, v in flatten_names(gd).items()})
+    np.savez(out_path, **{k: np.asarray(v, np.float64) for k, v in out.items()})
+
+
+def parity(src: str, cfg, batch: int = 4, seed: int = 0, out_dir: str | None = None) -> str:
+    """G and D of both implementations at the config's architecture, the same weights and
+    inputs, in float32 and in float64: a Markdown table of the largest relative differences
+    (|a - b|.max() / |b|.max(), per tensor; the worst tensor of each group)."""
+    import tempfile
+
+    tmp = Path(out_dir or tempfile.mkdtemp(prefix="parity-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    res = {}
+    for double in (False, True):
+        weights, g_kw, d_kw, inputs, ref = _reference_parity(src, cfg, batch, seed, double)
+        arrays = dict(inputs)
+        for net, (params, bufs) in weights.items():
+            arrays.update({f"{net}p:{k}": v for k, v in params.items()})
+            arrays.update({f"{net}b:{k}": v for k, v in bufs.items()})
+        bits = 64 if double else 32
+        np.savez(tmp / f"inputs{bits}.npz", **arrays)
+        spec = {"arrays": str(tmp / f"inputs{bits}.npz"), "G_kwargs": g_kw, "D_kwargs": d_kw}
+        (tmp / f"spec{bits}.json").write_text(json.dumps(spec))
+        cmd = [sys.executable, __file__, "_parity-toonjax", str(tmp / f"spec{bits}.json"),
+               str(tmp / f"toonjax{bits}.npz")] + (["--double"] if double else [])  # fmt: skip
+        subprocess.run(cmd, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        res[f"ref{bits}"] = ref
+        with np.load(tmp / f"toonjax{bits}.npz") as z:
+            res[f"tj{bits}"] = {k: z[k] for k in z.files}
+
+    def groups(d):
+        return {
+            "G image": ["img"],
+            "G gradients (parameters, w)": [k for k in d if k.startswith("G.")],
+            "D logits": ["logits"],
+            "D gradients with R1 (parameters)": [
+                k for k in d if k.startswith("D.") and k != "D.input"
+            ],
+            "D input gradient": ["D.input"],
+        }
+
+    def worst(a, b, keys):
+        errs = []
+        for k in keys:
+            x, y = (
+                np.asarray(a[k], np.float64),
+                np.asarray(b[k], np.float64).reshape(np.shape(a[k])),
+            )
+            errs.append((np.abs(x - y).max() / max(np.abs(y).max(), 1e-300), k))
+        return max(errs)
+
+    pairs = [("toonjax64", "tj64", "ref64"), ("toonjax32", "tj32", "ref32"),
+             ("ref32 vs ref64", "ref32", "ref64"), ("toonjax32 vs toonjax64", "tj32", "tj64")]  # fmt: skip
+    head = "| | toonjax vs reference, float64 | toonjax vs reference, float32 | reference float32 vs float64 | toonjax float32 vs float64 |"
+    rows = [head, "|---|---|---|---|---|"]
+    for name, keys in groups(res["ref64"]).items():
+        cells = []
+        for _, a, b in pairs:
+            e, k = worst(res[a], res[b], keys)
+            cells.append(f"{e:.1e}" + (f" ({k[2:]})" if len(keys) > 1 else ""))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "\n".join(rows)
+    (tmp / "parity.md").write_text(table + "\n")
+    return table
+
+
 # ---------------------------------------------------------------------------- logs
 
 
@@ -718,6 +909,17 @@ def main(argv=None):
     r.add_argument("--n", type=int, default=32)
     r.add_argument("--cols", type=int, default=8)
     r.add_argument("--title", default="")
+    q = sub.add_parser("parity", help="G and D of both in float32 and float64, same weights")
+    q.add_argument("--sg2ada", required=True, help="extract of NVlabs/stylegan2-ada-pytorch")
+    q.add_argument("--config", default=DEFAULT_CONFIG)
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    q.add_argument("--batch", type=int, default=4)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default=None, help="folder for the inputs, outputs and parity.md")
+    w = sub.add_parser("_parity-toonjax")  # parity's toonjax side, in a process of its own
+    w.add_argument("spec")
+    w.add_argument("out")
+    w.add_argument("--double", action="store_true")
     b = sub.add_parser("run", help="export, train both (one after the other), report")
     b.add_argument("--data", required=True, help="packed toonjax dataset")
     b.add_argument("--sg2ada", required=True)
@@ -735,6 +937,10 @@ def main(argv=None):
         kw = nvlabs_kwargs(cfg, a.data, a.kimg, a.snap, a.seed)
         secs = run_nvlabs(a.sg2ada, kw, a.run_dir, a.threads)
         print(f"NVlabs training: {secs:.0f} s", flush=True)
+    elif a.cmd == "parity":
+        print(parity(a.sg2ada, load_config(a.config, a.set), a.batch, a.seed, a.out))
+    elif a.cmd == "_parity-toonjax":
+        _toonjax_parity(a.spec, a.out, a.double)
     elif a.cmd == "report":
         print(report(a.toonjax, a.nvlabs, a.out, a.z, a.n, a.cols, title=a.title))
     else:

@@ -157,3 +157,47 @@ def test_edge_lines_sees_border_lines_not_noise(ct):
     img[:, -1] = 255  # a white bottom row
     e = ct.edge_lines(img)
     assert e["left"] > 5 and e["bottom"] > 5 and e["right"] < 1.5 and e["top"] < 1.5, e
+
+
+@pytest.mark.slow
+def test_toonjax_side_of_parity_in_float32_and_float64(ct, tmp_path):
+    """`parity`'s toonjax process on NVlabs-named weights (the fixture pickle, read by the safe
+    reader): every G and D parameter gets a gradient under its NVlabs name, and the float64
+    run is float64 (it differs from the float32 run by float32 rounding, not by nothing)."""
+    import subprocess
+    import sys
+
+    from toonjax.convert.nvlabs import load_nvlabs_pickle
+
+    snap = load_nvlabs_pickle(
+        REPO / "tests" / "fixtures" / "stylegan2_ada_pytorch" / "sg2ada_uncond32.pkl"
+    )
+    nets = dict(snap.networks)
+    g, d = nets["G"], nets["D"]
+    rs = np.random.RandomState(0)
+    arrays = {
+        "ws": rs.randn(2, 8, 64) * 0.5,
+        "R": rs.randn(2, 32, 32, 3),
+        "x": rs.randn(2, 32, 32, 3),
+    }
+    for name, rec in (("G", g), ("D", d)):
+        arrays.update({f"{name}p:{k}": v for k, v in rec.params.items()})
+        arrays.update({f"{name}b:{k}": v for k, v in rec.buffers.items()})
+    np.savez(tmp_path / "in.npz", **arrays)
+    kw = lambda rec: {k: v for k, v in rec.init_kwargs.items() if k != "class_name"}  # noqa: E731
+    spec = {"arrays": str(tmp_path / "in.npz"), "G_kwargs": kw(g), "D_kwargs": kw(d)}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    out = {}
+    for double in (False, True):
+        path = tmp_path / f"out{int(double)}.npz"
+        cmd = [sys.executable, str(REPO / "launch" / "compare_training.py"), "_parity-toonjax",
+               str(tmp_path / "spec.json"), str(path)] + (["--double"] if double else [])  # fmt: skip
+        subprocess.run(cmd, check=True, cwd=REPO)
+        with np.load(path) as z:
+            out[double] = {k: z[k] for k in z.files}
+    want = {f"G.{k}" for k in g.params if k.startswith("synthesis.")} | {f"D.{k}" for k in d.params}
+    assert want <= set(out[True]) and {"img", "G.ws", "logits", "D.input"} <= set(out[True])
+    for k in ("img", "logits", "D.input", "G.ws"):
+        a, b = out[False][k], out[True][k]
+        rel = np.abs(a - b).max() / np.abs(b).max()
+        assert 0 < rel < 1e-4, (k, rel)

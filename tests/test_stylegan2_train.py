@@ -309,6 +309,24 @@ def _check_accumulation(repo_root, tmp_path, phases, check_pl=False):
         assert np.isfinite(float(m["loss_Gpl"])) and float(b.pl_mean) > 0
 
 
+def test_r1_phase_reports_its_real_signs_to_ada(repo_root, tmp_path):
+    """As the reference's Dr1 phase does (its loss.py reports Loss/signs/real there too, and
+    ADA averages every report since the last adjustment), d_reg_step adds the signs of its
+    real logits (before its update) to the ADA statistics."""
+    c = _runlocal(repo_root, tmp_path, batch_size=8)
+    ph, state = _phases(c, 8)
+    rng = np.random.default_rng(1)
+    batch = {"image": jnp.asarray(rng.integers(0, 256, (8, 16, 16, 3)), jnp.uint8)}
+    state = state.replace(ada_signs=jnp.asarray(2.0), ada_count=jnp.asarray(4.0))
+    real, real_c = ph._real(batch)
+    logits = ph.D.apply({"params": state.D["params"]}, real, real_c)
+    want = float(jnp.sum(jnp.sign(logits)))
+    new, metrics = jax.jit(ph.d_reg_step)(state, batch)
+    assert float(new.ada_count) == 12.0
+    assert float(new.ada_signs) == pytest.approx(2.0 + want, abs=1e-5)
+    assert set(metrics) == {"loss_Dr1"}
+
+
 def test_gradient_accumulation_rounds_and_errors(repo_root, tmp_path):
     c = _runlocal(repo_root, tmp_path, batch_size=16)
     ph, _ = _phases(c, 4, n_dev=2, init=False)

@@ -475,16 +475,25 @@ class Phases:
                 )
                 return loss * cfg.D_reg_interval, aux
 
-            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
-            return grads, carry, {"loss_Dr1": loss / cfg.D_reg_interval}
+            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
+            signs = jnp.mean(jnp.sign(aux["real_logits"]))
+            return grads, carry, {"loss_Dr1": loss / cfg.D_reg_interval, "signs_real_r1": signs}
 
         data = {"real": real, "real_c": real_c}
+        n = real.shape[0]
         grads, _, metrics = self._accumulate(
-            grad_fn, state.D["params"], (), data, key, self.rounds(real.shape[0])
+            grad_fn, state.D["params"], (), data, key, self.rounds(n)
         )
         updates, d_opt = self.d_tx.update(grads, state.d_opt, state.D["params"])
         params = optax.apply_updates(state.D["params"], updates)
-        state = state.replace(D={"params": params}, d_opt=d_opt)
+        # The reference's Dr1 phase reports the signs of its real logits too, and its ADA
+        # heuristic averages every report since the last adjustment (training/loss.py).
+        state = state.replace(
+            D={"params": params},
+            d_opt=d_opt,
+            ada_signs=state.ada_signs + metrics.pop("signs_real_r1") * n,
+            ada_count=state.ada_count + n,
+        )
         return state, metrics
 
     def ema_step(self, state: SG2State, batch_size: int) -> SG2State:

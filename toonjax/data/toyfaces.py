@@ -805,14 +805,15 @@ def generate(
 _CHUNK = 100  # faces per task of a drawing process
 
 
+def _encoded_range(seed: int, start: int, stop: int, resolution: int):
+    """Yields (PNG bytes, label) of faces start..stop-1."""
+    for img, label in generate(stop - start, resolution, seed, start):
+        yield records.encode_png(img), label
+
+
 def _draw_chunk(args: tuple[int, int, int, int]) -> list[tuple[bytes, int]]:
-    seed, start, stop, resolution = args
-    cv2.setNumThreads(1)
-    out = []
-    for i in range(start, stop):
-        img, label = draw_face(seed, i, resolution)
-        out.append((records.encode_png(img), label))
-    return out
+    cv2.setNumThreads(1)  # the processes already use every core
+    return list(_encoded_range(*args))
 
 
 def _default_workers(n: int) -> int:
@@ -840,8 +841,7 @@ def _encoded_faces(n: int, resolution: int, seed: int, workers: int | None):
     with at most 4 chunks per process in flight so that memory stays bounded."""
     workers = _default_workers(n) if workers is None else max(1, int(workers))
     if workers == 1 or not _spawn_can_import_main():
-        for img, label in generate(n, resolution, seed):
-            yield records.encode_png(img), label
+        yield from _encoded_range(seed, 0, n, resolution)
         return
     import multiprocessing
     from collections import deque
@@ -864,10 +864,8 @@ def _encoded_faces(n: int, resolution: int, seed: int, workers: int | None):
                 chunk = pending.popleft().result()
                 yield from chunk
                 done += len(chunk)
-    except BrokenProcessPool:  # e.g. a main module a spawned process cannot import (stdin)
-        for i in range(done, n):
-            img, label = draw_face(seed, i, resolution)
-            yield records.encode_png(img), label
+    except BrokenProcessPool:  # a drawing process died: the rest is drawn here
+        yield from _encoded_range(seed, done, n, resolution)
 
 
 def _source(n: int, resolution: int, seed: int) -> tuple[str, str]:

@@ -673,6 +673,7 @@ def generator_stats(
     verbose: bool = False,
 ) -> FeatureStats:
     """Statistics of `num_gen` images of the network (not cached: networks change)."""
+    shard = process_shard()
     batches = generator_images(
         network,
         num_gen,
@@ -682,8 +683,6 @@ def generator_stats(
         labels=labels,
         seed=seed,
         num_devices=extractor.mesh.size,
-        shard=process_shard(),
+        shard=shard,
     )
-    return stats_from_batches(
-        batches, extractor, keep_features, "fakes", num_gen, verbose, process_shard()
-    )
+    return stats_from_batches(batches, extractor, keep_features, "fakes", num_gen, verbose, shard)

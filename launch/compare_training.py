@@ -374,6 +374,8 @@ def _reference_parity(src: str, cfg, batch: int, seed: int, double: bool):
     outputs and gradients (NHWC images, NVlabs parameter names)."""
     import torch
 
+    if not (Path(src) / "training" / "networks.py").is_file():
+        raise SystemExit(f"--sg2ada {src}: not an extract of NVlabs/stylegan2-ada-pytorch")
     sys.path.insert(0, str(Path(src).resolve()))
     from training import networks
 

@@ -62,4 +62,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
             f"config.model={name!r} is not a known trainer; choose from {sorted(TRAINERS)}"
         )
     validate(config)
-    return importlib.import_module(TRAINERS[name]).train(config, workdir)
+    from toonjax.train import distributed, remote
+
+    if not remote.is_remote(workdir):
+        return importlib.import_module(TRAINERS[name]).train(config, workdir)
+    # gs://BUCKET/PATH: checkpoints in the bucket, run files staged locally (train/remote.py)
+    primary = distributed.setup(config).primary
+    with remote.workdir_for(workdir, primary) as local:
+        return importlib.import_module(TRAINERS[name]).train(config, local)

@@ -155,11 +155,21 @@ class Checkpointer:
     the state; `restore_latest` checks it and, when the newest checkpoint is damaged (a file
     truncated, zeroed or deleted), moves it aside to `damaged-STEP` (never deleted) and resumes
     from the newest intact one. A full disk while saving ends with one line, no temporary
-    directory left behind, and the earlier checkpoints intact.
+    directory left behind, and the earlier checkpoints intact. For a gs:// workdir (its local
+    staging folder, train/remote.py) the checkpoints are written to the bucket, where orbax marks
+    a complete step with a commit file instead of a rename.
     """
 
+    remote = False  # True when the checkpoints live in a bucket (train/remote.py)
+    _workdir = None
+
     def __init__(self, workdir: str | os.PathLike, keep: int = 3):
-        self.directory = Path(workdir).absolute() / "checkpoints"  # orbax needs absolute paths
+        from toonjax.train import remote
+
+        # WORKDIR/checkpoints (absolute: orbax needs it), or gs://... for a bucket's workdir
+        self.directory = remote.checkpoint_path(workdir)
+        self.remote = not isinstance(self.directory, Path)
+        self._workdir = workdir
         self._keep = keep
         self._remove_temporaries()
         self.manager = self._open()
@@ -177,7 +187,13 @@ class Checkpointer:
         reads them, so they only fill the disk. (Process 0 only: the directory is shared.)"""
         if jax.process_index() == 0 and self.directory.is_dir():
             for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
-                shutil.rmtree(tmp, ignore_errors=True)
+                self._rmtree(tmp)
+
+    def _rmtree(self, path) -> None:
+        if not self.remote:
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.rmtree()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -190,7 +206,9 @@ class Checkpointer:
         # Check the space first: a write that runs out of it half-way makes tensorstore and
         # orbax print pages of tracebacks from their threads before the error surfaces.
         self.directory.mkdir(parents=True, exist_ok=True)
-        if shutil.disk_usage(self.directory).free < self._needed_bytes(state) * 1.02 + (1 << 16):
+        if not self.remote and (
+            shutil.disk_usage(self.directory).free < self._needed_bytes(state) * 1.02 + (1 << 16)
+        ):
             raise self._disk_full(step, state)
         quiet = _QuietOrbaxErrors()
         try:
@@ -207,12 +225,16 @@ class Checkpointer:
                 )
                 self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 -- orbax wraps the OS error in several layers
-            if not _is_disk_full(e):
+            if self.remote or not _is_disk_full(e):
                 quiet.replay()  # an unexpected failure keeps everything orbax said about it
                 raise
             self._remove_temporaries()
             shutil.rmtree(self.directory / str(step), ignore_errors=True)
             raise self._disk_full(step, state) from None
+        if self.remote:  # the run files of a bucket's workdir follow each checkpoint there
+            from toonjax.train import remote
+
+            remote.push_run_files(self._workdir, jax.process_index() == 0)
 
     def _needed_bytes(self, state: Any) -> int:
         """What the next checkpoint will take: the newest one's size, or the state's bytes."""
@@ -386,7 +408,7 @@ class Checkpointer:
             dest = self.directory / f"damaged-{step}.{n}"
             n += 1
         if jax.process_index() == 0:  # one rename in the shared directory, seen by all
-            src.rename(dest)
+            src.rename(dest)  # in a bucket (epath): each object copied, then deleted
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 

@@ -43,7 +43,7 @@ import numpy as np
 from toonjax.data import loader as loader_lib
 from toonjax.data import records
 from toonjax.errors import ConfigError
-from toonjax.train import common, run_files
+from toonjax.train import common, remote, run_files
 from toonjax.train import distributed as dist
 
 
@@ -168,6 +168,7 @@ def _run(
     workdir_path.mkdir(parents=True, exist_ok=True)
     rt = dist.current()
     primary = rt.primary
+    shown = remote.describe(workdir_path)  # gs://... for a bucket's staging folder
 
     def say(*args, **kwargs) -> None:
         if primary:
@@ -237,7 +238,7 @@ def _run(
             f"{config.model}: {data.describe}; "
             f"{', '.join(f'{k} {v:,} params' for k, v in counts.items())}; "
             f"{n_dev} {mesh.devices.flat[0].platform} device(s){procs}; batch "
-            f"{config.batch_size}; steps {start}->{steps_total}; workdir {workdir_path}",
+            f"{config.batch_size}; steps {start}->{steps_total}; workdir {shown}",
             flush=True,
         )
         if primary:  # every option of this start, as NVlabs' training_options.json
@@ -351,7 +352,7 @@ def _run(
         ckpt.close()
     elapsed = time.perf_counter() - t_start
     say(
-        f"done: {steps_total} steps in {workdir_path} ({common.format_duration(elapsed)} this run); "
-        f"samples in {workdir_path / 'samples'}"
+        f"done: {steps_total} steps in {shown} ({common.format_duration(elapsed)} this run); "
+        f"samples in {shown}/samples"
     )
     return state

@@ -2,7 +2,8 @@
 # Runs the same `toonjax train` on every worker of an existing Cloud TPU VM slice (e.g. a
 # v4-32: 4 workers x 4 chips), through `gcloud compute tpus tpu-vm ssh --worker=all`.
 # It creates nothing: the slice, toonjax on each worker and a workdir every worker can write
-# (an NFS/Filestore mount, or a bucket mounted with gcsfuse) must exist already.
+# (gs://BUCKET/PATH with toonjax[gcs] installed, an NFS/Filestore mount, or a bucket mounted
+# with gcsfuse) must exist already.
 #
 #   launch/tpu_pod.sh --tpu my-v4-32 --zone us-central2-b [--project P] \
 #       [--dir ~/toonjax] [--setup 'source ~/venv/bin/activate'] [--dry-run] \

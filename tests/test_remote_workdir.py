@@ -162,3 +162,32 @@ def test_run_files_are_copied_once_each_and_atomic_writes_in_progress_are_not(tm
     assert rw.push() == 1
     assert _fs().cat(f"{BUCKET}/runs/push/log.txt") == b"one\ntwo\n"
     assert not _fs().exists(f"{BUCKET}/runs/push/samples")
+
+
+@pytest.mark.slow  # two processes compiling: about 2 minutes on 2 cores
+def test_two_processes_write_one_checkpoint_in_a_bucket(repo_root, tmp_path, gcs):
+    """A pod slice's workdir: two processes x two devices, gloo on 127.0.0.1, one gs:// workdir.
+    Each process writes its own shards of the checkpoint there; process 0 alone copies the run
+    files. The checkpoint restores here and equals a one-process run of four devices (to the
+    float rounding of gloo's reduction order, as in test_multihost.py)."""
+    from test_multihost import dcgan_init, restore_in_this_process, run_job
+
+    url = f"gs://{BUCKET}/runs/two"
+    base = f"{BUCKET}/runs/two"
+    args = (f"--config.data.path={tmp_path / 'toy'}", "--config.total_steps=6",
+            "--config.checkpoint_every=3")  # fmt: skip
+    (_, out0, _), (_, out1, _) = run_job("configs/dcgan.py:runlocal", url, *args, timeout=600)
+    assert f"done: 6 steps in {url}" in out0 and "done:" not in out1
+    fs = _fs()
+    for step in (3, 6):
+        assert fs.exists(f"{base}/checkpoints/{step}/commit_success.txt")
+    assert fs.exists(f"{base}/checkpoints/6/state/array_metadatas/process_1")  # both wrote
+    rows = [json.loads(x) for x in fs.cat(f"{base}/metrics.jsonl").decode().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # one writer
+
+    step, two, data = restore_in_this_process(remote.staging_dir(url), dcgan_init())
+    assert step == 6 and len(data["toonjax_process_states"]) == 2
+    c = _small(repo_root, tmp_path, total_steps=6, num_devices=4, checkpoint_every=3)
+    one = train_and_evaluate(c, str(tmp_path / "one"))
+    for a, b in zip(jax.tree.leaves(two), jax.tree.leaves(one), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=2e-6)

@@ -537,3 +537,26 @@ def test_metric_statistics_split_over_two_processes_equal_one_process(tmp_path):
             np.testing.assert_array_equal(got[k], ref[k])
         for k in ("r_mu", "r_sigma", "f_mu", "f_sigma"):  # float64 sums in another order
             np.testing.assert_allclose(got[k], ref[k], rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------------------ CartoonGAN, distill
+
+
+@pytest.mark.slow  # each config: two processes, then one, about 2 minutes on 2 cores
+@pytest.mark.parametrize("config", ["cartoongan", "toonify_distill"])
+def test_the_photo_to_cartoon_trainers_run_in_two_processes(config, tmp_path):
+    """The other two trainers on the same path: 2 processes x 1 device against 1 process x 2
+    devices, the same global batch. The trained G (what `cartoonize` / `toonify --fast` load)
+    agrees to float rounding (gloo's reduction order), and process 0 alone reports."""
+    from toonjax.train import cartoongan, distill
+
+    load = cartoongan.load_generator if config == "cartoongan" else distill.load_translator
+    two = run_job(f"configs/{config}.py:runlocal", tmp_path / "two", processes=2, devices=1)
+    (_, out0, _), (_, out1, _) = two
+    assert "distributed: process 1 of 2" in out1 and "done:" in out0 and "done:" not in out1
+    run_job(f"configs/{config}.py:runlocal", tmp_path / "one", processes=1, devices=2)
+    _, v_two, info_two = load(tmp_path / "two")
+    _, v_one, info_one = load(tmp_path / "one")
+    assert info_two["step"] == info_one["step"] > 0
+    diff = assert_close(v_two, v_one, rtol=1e-5, atol=2e-6)
+    print(f"\n{config}: 2 processes x 1 device against 1 process x 2 devices: {diff}")

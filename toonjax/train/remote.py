@@ -67,9 +67,10 @@ def _filesystem(url: str):
         raise ConfigError(
             f"--workdir {url}: writing to Cloud Storage needs gcsfs: pip install 'toonjax[gcs]'"
         ) from None
-    # gcsfs warns on each new client that it could not ask the bucket its type without
-    # credentials; a real credentials problem surfaces as an error of its own
-    logging.getLogger("gcsfs").setLevel(logging.ERROR)
+    # gcsfs logs each failed request with its traceback (and warns on each new client that it
+    # could not ask the bucket its type without credentials); the failures that matter reach
+    # toonjax as exceptions and are reported in one line
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     return fsspec.filesystem("gs")
 
 

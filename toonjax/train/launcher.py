@@ -22,6 +22,7 @@ Trains (or resumes) the GAN a config describes; checkpoints, sample grids and me
   --config     an ml-collections config file and variant, e.g. configs/dcgan.py:toyfaces
                (variants and what to expect are in the config file's docstring)
   --workdir    the run directory; running the same command again resumes from its checkpoints
+               (a local path, or gs://BUCKET/PATH with toonjax[gcs]: checkpoints in the bucket)
   --config.X   override any config field, e.g. --config.batch_size=64 --config.optim.g_lr=1e-4
 
 Many processes (a TPU VM slice, SLURM tasks, processes started by hand): every process runs the
@@ -43,7 +44,10 @@ def _parse(argv: list[str]):
         sys_argv=argv,  # config_flags looks here for `--config.x=v` overrides
     )
     workdir = flags.DEFINE_string(
-        "workdir", None, "Run directory: checkpoints, samples, metrics.", flag_values=fv
+        "workdir",
+        None,
+        "Run directory (or gs://BUCKET/PATH): checkpoints, samples, metrics.",
+        flag_values=fv,
     )
     fv(argv)
     value = config.value  # config_flags loads lazily: surface load errors here

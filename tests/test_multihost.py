@@ -184,6 +184,21 @@ def sg2_init():
 # ------------------------------------------------------------------------------ default test
 
 
+def test_the_line_after_a_lost_heartbeat_names_the_others():
+    """A loaded machine can make the survivor's own heartbeat late too: the runtime then lists
+    both, and the line names the one that stopped (the survivor is alive to say it)."""
+    text = (
+        "F1203 18:47:01.000000 1 coordination_service.cc:1] The following tasks are unhealthy "
+        "(stopped sending heartbeats): {}\nTerminating process because the coordinator is down"
+    )
+    line = distributed.diagnose(text.format("0, 1"), 0, 2, "127.0.0.1:1", 30)
+    assert "process 1 stopped sending heartbeats" in line and "processes" not in line, line
+    line = distributed.diagnose(text.format("1, 2"), 0, 3, "127.0.0.1:1", 30)
+    assert "processes 1, 2 stopped sending heartbeats" in line, line
+    line = distributed.diagnose(text.format("0"), 0, 2, "127.0.0.1:1", 30)
+    assert "process 0 stopped" in line, line  # only itself listed: said as the runtime said it
+
+
 def test_launch_scripts_config_errors_and_process_rows(repo_root, tmp_path, monkeypatch, capsys):
     """Cheap checks (no process group): the launch scripts' dry runs, one-line errors for bad
     distributed fields, and the rows each process reads of a global batch."""

@@ -649,6 +649,9 @@ def diagnose(text: str, me: int, count: int, coordinator: str, heartbeat: int) -
     m = re.search(r"stopped sending heartbeats\)?:?\s*((?:\d+[\s,]*)+)", text)
     if m:
         ids = re.findall(r"\d+", m.group(1))
+        # This process is alive to report: when its own heartbeat was late too (a loaded
+        # machine), the others listed are the ones that stopped.
+        ids = [i for i in ids if i != str(me)] or ids
     if not ids:
         ids = sorted(set(re.findall(r"/task:(\d+)", text)) - {str(me)})
     if ids:

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from toonjax.cache import cache_root
 from toonjax.data import records
 from toonjax.errors import DatasetError
 
@@ -915,13 +916,6 @@ def write_toyfaces(
         source_hash=source_hash,
         overwrite=overwrite,
     )
-
-
-def cache_root() -> Path:
-    """`$TOONJAX_CACHE`, else `~/.cache/toonjax` (the metrics statistics live in its
-    `metrics/`, the smoke runs' toy data in its `smoke-data/`)."""
-    env = os.environ.get("TOONJAX_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "toonjax"
 
 
 def smoke_data_path(name: str) -> str:

@@ -48,6 +48,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from toonjax.cache import cache_root
 from toonjax.errors import DatasetError, ToonjaxError
 from toonjax.metrics.inception import FeatureNet
 
@@ -353,9 +354,7 @@ def dataset_identity(path: str | os.PathLike) -> dict:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("TOONJAX_CACHE")
-    base = Path(env) if env else Path.home() / ".cache" / "toonjax"
-    return base / "metrics"
+    return cache_root() / "metrics"
 
 
 def dataset_stats(

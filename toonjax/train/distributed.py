@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toonjax.cache import cache_root
 from toonjax.errors import ConfigError, ToonjaxError, TrainingError
 
 FIELDS = {
@@ -140,8 +141,7 @@ def validate(config) -> None:
 def default_cache_dir() -> Path:
     """`$TOONJAX_CACHE/jax`, else `~/.cache/toonjax/jax` (next to the metrics statistics and the
     smoke-run data)."""
-    env = os.environ.get("TOONJAX_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "toonjax") / "jax"
+    return cache_root() / "jax"
 
 
 def configure_compile_cache(config) -> str | None:

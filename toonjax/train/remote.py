@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from toonjax.cache import cache_root
 from toonjax.errors import ConfigError
 
 SCHEMES = ("gs://",)
@@ -45,11 +46,6 @@ def is_remote(path: str | os.PathLike) -> bool:
             f"--workdir {text}: only local paths and gs://BUCKET/PATH are supported as a workdir"
         )
     return False
-
-
-def cache_root() -> Path:
-    env = os.environ.get("TOONJAX_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "toonjax"
 
 
 def staging_dir(url: str) -> Path:

@@ -104,8 +104,6 @@ class RemoteWorkdir:
         self.staging = staging_dir(self.url)
         self.primary = primary
         self.fs = _filesystem(self.url)
-        self.staging.mkdir(parents=True, exist_ok=True)
-        (self.staging / MARKER).write_text(self.url + "\n")
 
     def probe(self) -> None:
         """Writes the marker object: a missing bucket or write permission is one line at the
@@ -202,10 +200,11 @@ def workdir_for(workdir: str, primary: bool = True) -> Iterator[str]:
         yield workdir
         return
     remote = RemoteWorkdir(workdir, primary)
-    if primary:
+    remote.staging.mkdir(parents=True, exist_ok=True)
+    (remote.staging / MARKER).write_text(remote.url + "\n")  # how the Checkpointer finds it
+    if primary:  # the other processes write no run files: they need none from the bucket
         remote.probe()
-    pulled = remote.pull()
-    if primary:
+        pulled = remote.pull()
         print(
             f"workdir {remote.url}: checkpoints go there directly, run files are staged in "
             f"{remote.staging} and copied there at each checkpoint"

@@ -19,15 +19,21 @@ The whole suite, sized for the backend found, within a budget (JSON + a Markdown
 
     python launch/benchmark.py --suite [--reference torch] [--sg2ada_src /tmp/sg2ada] \
         [--budget-min 10] --out bench.json
+
+Where one benchmark's time goes, per compiled XLA instruction (any of the above):
+
+    python launch/benchmark.py --config configs/dcgan.py:toyfaces,res64 --what train_step \
+        --steps 5 --profile /tmp/prof      # prints the table, writes /tmp/prof/ops.md
 """
 
 import dataclasses
 import json
+from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from toonjax.tools import bench_suite, benchmark
+from toonjax.tools import bench_suite, benchmark, profile_ops
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file[:variant].", lock_config=True
@@ -77,6 +83,12 @@ _BUDGET = flags.DEFINE_float("budget-min", 10.0, "--suite: the time budget in mi
 _OUT = flags.DEFINE_string("out", "bench.json", "--suite: the JSON (a .md table beside it).")
 _JSON_OUT = flags.DEFINE_string(
     "json_out", None, "Also write the result(s) as JSON here (what --suite reads)."
+)
+_PROFILE = flags.DEFINE_string(
+    "profile",
+    None,
+    "Also trace the run and write per-op XLA timings (the top HLO instructions, what they "
+    "compute, the JAX op they came from) to PROFILE/ops.md (toonjax.tools.profile_ops).",
 )
 _PROJECT = flags.DEFINE_bool(
     "project", True, "toonify: also time the projection path (minutes on a CPU)."
@@ -130,8 +142,19 @@ def main(argv):
             sg2ada_src=_SG2ADA_SRC.value, torch_threads=_THREADS.value,
         )  # fmt: skip
         return
+    if _PROFILE.value:
+        profile_ops.dump_flags(_PROFILE.value)  # before JAX opens its backend
     try:
-        _main()
+        if _PROFILE.value:
+            import jax
+
+            with jax.profiler.trace(str(Path(_PROFILE.value).absolute() / "trace")):
+                _main()
+            table = profile_ops.op_table(_PROFILE.value)
+            (Path(_PROFILE.value) / "ops.md").write_text(table)
+            print(table, flush=True)
+        else:
+            _main()
     finally:
         if _JSON_OUT.value and _RESULTS:
             with open(_JSON_OUT.value, "w") as f:

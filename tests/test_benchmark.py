@@ -30,10 +30,13 @@ def test_launch_benchmark_script(repo_root, tmp_path):
     out = subprocess.run(
         [sys.executable, str(repo_root / "launch" / "benchmark.py"),
          f"--config={repo_root}/configs/dcgan.py:runlocal", "--what=loader", "--steps=10",
-         f"--config.data.path={tmp_path / 'toy'}"],
+         f"--config.data.path={tmp_path / 'toy'}", f"--profile={tmp_path / 'prof'}"],
         capture_output=True, text=True, check=True, env={"PATH": "", "JAX_PLATFORMS": "cpu"},
     )  # fmt: skip
     assert "loader:" in out.stdout and "img/s" in out.stdout
+    # --profile: the trace's per-op table (toonjax.tools.profile_ops) is printed and written
+    table = (tmp_path / "prof" / "ops.md").read_text()
+    assert table.startswith("XLA time in the trace:") and table in out.stdout
 
 
 def test_inception_benchmark_reports_reference(monkeypatch):

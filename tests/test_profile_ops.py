@@ -61,4 +61,3 @@ def test_a_traced_program_puts_its_time_on_the_matrix_product(tmp_path):
     kinds = [r for r in out.splitlines() if r.count("|") == 3 and r.rstrip(" |").endswith("%")]
     assert kinds  # the per-kind totals add up to 100%
     assert abs(sum(float(r.split("|")[2].strip().rstrip("%")) for r in kinds) - 100) < 1.0
-

@@ -34,6 +34,7 @@ CASES = [
     ((2, 1), (1, 1), ((0, 1), (2, 0))),
     ((4, 4), (2, 1), ((-1, 2), (1, -1))),
     ((3, 2), (1, 2), ((3, 0), (0, 3))),
+    ((3, 3), (1, 1), ((-1, 2), (1, -1))),
 ]
 
 
@@ -185,3 +186,22 @@ def test_cpu_programs_have_no_unpadded_convolution():
         lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=ops._DN)
     )
     assert unpadded(plain.lower(jnp.zeros((1, 16, 16, 8)), w).compile().as_text())
+
+
+@pytest.mark.parametrize("kernel,pads", [((3, 3), ((1, 1), (1, 1))), ((2, 4), ((0, 2), (3, 0)))])
+def test_the_three_weight_gradients_agree(kernel, pads):
+    """The stride-1 weight gradient has three forms, chosen by channel counts (per-tap slices,
+    flat contiguous taps, shifted dy for few outputs): each gives XLA's numbers, float64."""
+    with jax.enable_x64(True):
+        rng = np.random.RandomState(2)
+        x = jnp.asarray(rng.randn(3, 7, 6, 5))
+        w = jnp.asarray(rng.randn(2, 5, *kernel))
+        dy = jnp.asarray(rng.randn(*_lax_conv(x, w, (1, 1), pads).shape))
+        want = jax.vjp(lambda w: _lax_conv(x, w, (1, 1), pads), w)[1](dy)[0]
+        xp = ops._pad_hw(x, pads)
+        for got in (
+            ops._dw_tap_slices(xp, dy, *kernel, (1, 1)),
+            ops._dw_flat_taps(xp, dy, *kernel),
+            ops._dw_shifted_dy(xp, dy, *kernel),
+        ):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

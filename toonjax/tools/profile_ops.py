@@ -92,23 +92,26 @@ def parse_hlo(text: str) -> tuple[str, dict[str, Instr]]:
     return module, out
 
 
-def read_hlo(hlo_dir: str | os.PathLike) -> dict[str, dict[str, Instr]]:
-    """module name -> instruction name -> Instr, from XLA's after-optimizations dumps."""
-    mods: dict[str, dict[str, Instr]] = {}
+def read_hlo(hlo_dir: str | os.PathLike) -> dict[tuple[str, int | None], dict[str, Instr]]:
+    """(module name, program id) -> instruction name -> Instr, from XLA's after-optimizations
+    dumps (`module_0004.jit_step.cpu_after_optimizations.txt`: program 4; two jitted lambdas
+    share a name, not an id)."""
+    mods: dict[tuple[str, int | None], dict[str, Instr]] = {}
     for f in sorted(Path(hlo_dir).glob("*after_optimizations.txt")):
         module, instrs = parse_hlo(f.read_text(errors="replace"))
-        mods.setdefault(module, {}).update(instrs)
+        m = re.match(r"module_(\d+)\.", f.name)
+        mods.setdefault((module, int(m[1]) if m else None), {}).update(instrs)
     return mods
 
 
-def op_times(trace_dir: str | os.PathLike) -> dict[tuple[str, str], list[float]]:
-    """(program, HLO instruction) -> the durations (ms) of its executions in the trace."""
+def op_times(trace_dir: str | os.PathLike) -> dict[tuple[str, int | None, str], list[float]]:
+    """(program name, program id, HLO instruction) -> the durations (ms) of its executions."""
     from jax._src.profiler import ProfileData
 
     files = sorted(Path(trace_dir).glob("**/*.xplane.pb"))
     if not files:
         raise FileNotFoundError(f"{trace_dir}: no profiler trace (*.xplane.pb) was written")
-    times: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    times: dict[tuple[str, int | None, str], list[float]] = collections.defaultdict(list)
     for f in files:
         for plane in ProfileData.from_file(str(f)).planes:
             for line in plane.lines:
@@ -117,7 +120,9 @@ def op_times(trace_dir: str | os.PathLike) -> dict[tuple[str, str], list[float]]
                     op, mod = stats.get("hlo_op"), stats.get("hlo_module")
                     if op is None or mod is None:
                         continue
-                    times[(str(mod), str(op))].append(ev.duration_ns / 1e6)
+                    pid = stats.get("program_id")
+                    key = (str(mod), None if pid is None else int(pid), str(op))
+                    times[key].append(ev.duration_ns / 1e6)
     return times
 
 
@@ -129,8 +134,8 @@ def op_table(out_dir: str | os.PathLike, top: int = 25) -> str:
     total = sum(sum(v) for v in times.values()) or 1.0
     rows = sorted(times.items(), key=lambda kv: -sum(kv[1]))
     by_kind: dict[str, float] = collections.Counter()
-    for (mod, op), v in rows:
-        info = mods.get(mod, {}).get(op)
+    for (mod, pid, op), v in rows:
+        info = mods.get((mod, pid), {}).get(op)
         kind = info.op.split(" (")[0] if info else "?"
         by_kind[kind] += sum(v)
     lines = [
@@ -139,12 +144,12 @@ def op_table(out_dir: str | os.PathLike, top: int = 25) -> str:
         "| share | ms/run | runs | program | instruction | what | shape | from (JAX op) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (mod, op), v in rows[:top]:
-        info = mods.get(mod, {}).get(op) or Instr("?", "", "", "")
+    for (mod, pid, op), v in rows[:top]:
+        info = mods.get((mod, pid), {}).get(op) or Instr("?", "", "", "")
         src = info.op_name.split("/")[-1] if info.op_name else ""
         src = f"{src} ({info.source})" if info.source else src
         lines.append(
-            f"| {100 * sum(v) / total:.1f}% | {sum(v) / len(v):.1f} | {len(v)} | {mod} | {op} "
+            f"| {100 * sum(v) / total:.1f}% | {sum(v) / len(v):.1f} | {len(v)} | {mod}#{pid} | {op} "
             f"| {info.op} | {info.shape} | {src} |"
         )
     lines += ["", "| kind | share |", "|---|---|"]

@@ -58,6 +58,19 @@ def test_a_traced_program_puts_its_time_on_the_matrix_product(tmp_path):
     share, _, runs, program, _, what, shape, src = first
     assert "dot" in what and shape == "f32[768,768]" and "dot_general" in src, first
     assert float(share.rstrip("%")) > 50 and runs == "3" and program.startswith("jit_")
-    kinds = [r for r in out.splitlines() if r.count("|") == 3 and r.rstrip(" |").endswith("%")]
-    assert kinds  # the per-kind totals add up to 100%
+    shares = [r for r in out.splitlines() if r.count("|") == 3 and r.rstrip(" |").endswith("%")]
+    classes = {r.split("|")[1].strip(): float(r.split("|")[2].strip().rstrip("%")) for r in shares}
+    assert set(classes) >= set(profile_ops.CLASSES) and classes["matrix product"] > 50
+    # the per-kind totals add up to 100%, and so do the per-class ones
+    kinds = [r for r in shares if r.split("|")[1].strip() not in profile_ops.CLASSES]
     assert abs(sum(float(r.split("|")[2].strip().rstrip("%")) for r in kinds) - 100) < 1.0
+    assert abs(sum(classes[c] for c in profile_ops.CLASSES) - 100) < 1.0
+
+
+def test_op_classes():
+    assert profile_ops.op_class("fusion:convolution,reduce-window") == "convolution"
+    assert profile_ops.op_class("dot") == "matrix product"
+    assert profile_ops.op_class("fusion:copy,slice,transpose") == "copy/transpose"
+    assert profile_ops.op_class("fusion:add,broadcast,multiply,pad") == "elementwise"
+    assert profile_ops.op_class("fusion:reduce") == "reduction"
+    assert profile_ops.op_class("custom-call") == "other"

@@ -8,7 +8,9 @@ of that instruction (`hlo_op` events of XLA's runtime, one per thunk run); the H
 what each instruction is (a convolution, a matrix product, a fusion and what it computes, the
 output shape) and which JAX operation it came from (`op_name` metadata). Warm-up and reference
 steps are in the trace too, so shares (of all XLA time) are what to read, and `ms/run` (the
-mean time of one execution).
+mean time of one execution). Two limits of XLA:CPU's events: it runs independent instructions
+side by side on its threads, so the sum can exceed the wall time; and a matrix product it
+hands to Eigen (`dot`, not a `__ynn_fusion`) is timed at its dispatch only, not its work.
 
     python launch/benchmark.py --config configs/dcgan.py:toyfaces,res64 --what train_step \
         --steps 5 --profile /tmp/prof         # prints the table, writes /tmp/prof/ops.md
@@ -155,4 +157,33 @@ def op_table(out_dir: str | os.PathLike, top: int = 25) -> str:
     lines += ["", "| kind | share |", "|---|---|"]
     for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1])[:12]:
         lines.append(f"| {kind} | {100 * t / total:.1f}% |")
+    by_class: dict[str, float] = collections.Counter()
+    for kind, t in by_kind.items():
+        by_class[op_class(kind)] += t
+    lines += ["", "| class | share |", "|---|---|"]
+    for cls in CLASSES:
+        lines.append(f"| {cls} | {100 * by_class.get(cls, 0.0) / total:.1f}% |")
     return "\n".join(lines) + "\n"
+
+
+CLASSES = ("convolution", "matrix product", "copy/transpose", "elementwise", "reduction", "other")
+
+
+def op_class(kind: str) -> str:
+    """A coarse class of an instruction kind (`fusion:convolution`, `copy`, `fusion:add,...`)."""
+    parts = set(kind.removeprefix("fusion:").split(","))
+    if parts & {"convolution"}:
+        return "convolution"
+    if parts & {"dot"}:
+        return "matrix product"
+    if parts & {"reduce", "reduce-window"}:
+        return "reduction"
+    if parts & {"copy", "transpose", "reverse"}:
+        return "copy/transpose"
+    elementwise = {"add", "multiply", "subtract", "divide", "broadcast", "pad", "slice", "select",
+                   "compare", "maximum", "minimum", "exponential", "tanh", "negate", "sqrt",
+                   "rsqrt", "power", "abs", "sign", "convert", "log", "concatenate", "and", "or",
+                   "clamp", "exponential-minus-one", "log-plus-one", "dynamic-slice", "iota"}  # fmt: skip
+    if parts and parts <= elementwise:
+        return "elementwise"
+    return "other"

@@ -191,7 +191,8 @@ def test_cpu_programs_have_no_unpadded_convolution():
 @pytest.mark.parametrize("kernel,pads", [((3, 3), ((1, 1), (1, 1))), ((2, 4), ((0, 2), (3, 0)))])
 def test_the_three_weight_gradients_agree(kernel, pads):
     """The stride-1 weight gradient has three forms, chosen by channel counts (per-tap slices,
-    flat contiguous taps, shifted dy for few outputs): each gives XLA's numbers, float64."""
+    banded contiguous taps (one band, or many with a ragged last one), shifted dy for
+    few outputs): each gives XLA's numbers, float64."""
     with jax.enable_x64(True):
         rng = np.random.RandomState(2)
         x = jnp.asarray(rng.randn(3, 7, 6, 5))
@@ -201,7 +202,8 @@ def test_the_three_weight_gradients_agree(kernel, pads):
         xp = ops._pad_hw(x, pads)
         for got in (
             ops._dw_tap_slices(xp, dy, *kernel, (1, 1)),
-            ops._dw_flat_taps(xp, dy, *kernel),
+            ops._dw_banded(xp, dy, *kernel),
+            ops._dw_banded(xp, dy, *kernel, rows=7),
             ops._dw_shifted_dy(xp, dy, *kernel),
         ):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
